@@ -1,0 +1,148 @@
+"""The stable error codes of Coupon Authority (``SVC-CAT-NNN``).
+
+Callers rely on the codes; the wording of titles and reasons may change.
+Every code is listed on ``docs/errors.md`` (a test keeps the page and this table in step).
+
+Each code names the exception class that carries it (``kind``), the HTTP status a
+service answers with, and the protocol error name used in a ``WWW-Authenticate``
+challenge (RFC 6750 / RFC 9449).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["ALL", "ErrorCode", "by_code"]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorCode:
+    """One stable error code."""
+
+    code: str
+    title: str
+    kind: str
+    status: int
+    protocol: str
+
+
+ALL: Final[dict[str, ErrorCode]] = {}
+
+
+def _c(code: str, title: str, kind: str, status: int, protocol: str) -> ErrorCode:
+    if code in ALL:  # pragma: no cover - guards the table itself
+        raise RuntimeError(f"duplicate error code {code}")
+    entry = ErrorCode(code, title, kind, status, protocol)
+    ALL[code] = entry
+    return entry
+
+
+def by_code(code: str) -> ErrorCode:
+    """Return the entry for ``code``; raise ``KeyError`` if it is unknown."""
+    return ALL[code]
+
+
+_TOKEN = "invalid_token"
+_SCOPE = "insufficient_scope"
+_PROOF = "invalid_dpop_proof"
+_REQ = "invalid_request"
+
+# --- token structure (strict parse) ------------------------------------------------------------
+TOKEN_TOO_LARGE = _c("CPN-TOK-001", "token exceeds the size limit", "MalformedCoupon", 401, _TOKEN)
+TOKEN_MALFORMED = _c("CPN-TOK-002", "not a compact JWS", "MalformedCoupon", 401, _TOKEN)
+TOKEN_BASE64 = _c("CPN-TOK-003", "invalid base64url", "MalformedCoupon", 401, _TOKEN)
+TOKEN_JSON = _c("CPN-TOK-004", "invalid JSON", "MalformedCoupon", 401, _TOKEN)
+TOKEN_DUPLICATE_KEY = _c("CPN-TOK-005", "duplicate JSON member", "MalformedCoupon", 401, _TOKEN)
+TOKEN_CLAIM = _c("CPN-TOK-006", "missing or malformed claim", "MalformedCoupon", 401, _TOKEN)
+TOKEN_VERSION = _c("CPN-TOK-007", "unsupported coupon version", "MalformedCoupon", 401, _TOKEN)
+
+# --- protected header --------------------------------------------------------------------------
+HEADER_TYP = _c("CPN-HDR-001", "wrong typ", "InvalidCoupon", 401, _TOKEN)
+HEADER_ALG = _c("CPN-HDR-002", "algorithm not allowed", "InvalidCoupon", 401, _TOKEN)
+HEADER_CRIT = _c("CPN-HDR-003", "unknown critical header", "InvalidCoupon", 401, _TOKEN)
+HEADER_KID = _c("CPN-HDR-004", "unknown or malformed kid", "InvalidCoupon", 401, _TOKEN)
+HEADER_ALG_KEY = _c("CPN-HDR-005", "alg does not match the key", "InvalidCoupon", 401, _TOKEN)
+HEADER_FIELD = _c("CPN-HDR-006", "header member not allowed", "InvalidCoupon", 401, _TOKEN)
+
+# --- signature ---------------------------------------------------------------------------------
+SIGNATURE = _c("CPN-SIG-001", "signature does not verify", "InvalidSignature", 401, _TOKEN)
+
+# --- time --------------------------------------------------------------------------------------
+TIME_EXPIRED = _c("CPN-TIME-001", "coupon has expired", "InvalidCoupon", 401, _TOKEN)
+TIME_NOT_YET = _c("CPN-TIME-002", "coupon not yet valid", "InvalidCoupon", 401, _TOKEN)
+TIME_ISSUED_FUTURE = _c("CPN-TIME-003", "issued in the future", "InvalidCoupon", 401, _TOKEN)
+TIME_TTL = _c("CPN-TIME-004", "lifetime exceeds the maximum TTL", "InvalidCoupon", 401, _TOKEN)
+TIME_ORDER = _c("CPN-TIME-005", "iat, nbf and exp out of order", "InvalidCoupon", 401, _TOKEN)
+
+# --- audience and issuer -----------------------------------------------------------------------
+AUDIENCE = _c("CPN-AUD-001", "audience mismatch", "InvalidCoupon", 401, _TOKEN)
+ISSUER = _c("CPN-AUD-002", "issuer not trusted", "InvalidCoupon", 401, _TOKEN)
+
+# --- requested scope ---------------------------------------------------------------------------
+SCOPE_RESOURCE = _c("CPN-SCOPE-001", "resource not granted", "InsufficientScope", 403, _SCOPE)
+SCOPE_ACTION = _c("CPN-SCOPE-002", "action not granted", "InsufficientScope", 403, _SCOPE)
+SCOPE_PURPOSE = _c("CPN-SCOPE-003", "purpose not granted", "InsufficientScope", 403, _SCOPE)
+SCOPE_TENANT = _c("CPN-SCOPE-004", "tenant mismatch", "InsufficientScope", 403, _SCOPE)
+
+# --- key binding / proof of possession ---------------------------------------------------------
+POP_MISSING = _c("CPN-POP-001", "proof of possession required", "InvalidProof", 401, _PROOF)
+POP_MALFORMED = _c("CPN-POP-002", "malformed DPoP proof", "InvalidProof", 401, _PROOF)
+POP_TYP = _c("CPN-POP-003", "DPoP proof has wrong typ", "InvalidProof", 401, _PROOF)
+POP_ALG = _c("CPN-POP-004", "DPoP algorithm not allowed", "InvalidProof", 401, _PROOF)
+POP_JWK = _c("CPN-POP-005", "DPoP jwk missing, private or unusable", "InvalidProof", 401, _PROOF)
+POP_SIGNATURE = _c("CPN-POP-006", "DPoP signature does not verify", "InvalidProof", 401, _PROOF)
+POP_HTM = _c("CPN-POP-007", "DPoP htm mismatch", "InvalidProof", 401, _PROOF)
+POP_HTU = _c("CPN-POP-008", "DPoP htu mismatch", "InvalidProof", 401, _PROOF)
+POP_IAT = _c("CPN-POP-009", "DPoP iat outside the window", "InvalidProof", 401, _PROOF)
+POP_ATH = _c("CPN-POP-010", "DPoP ath mismatch", "InvalidProof", 401, _PROOF)
+POP_NONCE = _c(
+    "CPN-POP-011", "DPoP nonce required or stale", "NonceRequired", 401, "use_dpop_nonce"
+)
+POP_KEY_BINDING = _c("CPN-POP-012", "proof key is not the bound key", "InvalidProof", 401, _PROOF)
+POP_CERT_BINDING = _c("CPN-POP-013", "client certificate not bound", "InvalidProof", 401, _TOKEN)
+POP_CLAIM = _c("CPN-POP-014", "DPoP claim missing or malformed", "InvalidProof", 401, _PROOF)
+
+# --- replay and revocation ---------------------------------------------------------------------
+REPLAY = _c("CPN-RPL-001", "DPoP proof replayed", "ProofReplayed", 401, _PROOF)
+REVOKED = _c("CPN-REV-001", "coupon revoked", "CouponRevoked", 401, _TOKEN)
+
+# --- offline attenuation chains ----------------------------------------------------------------
+CHAIN_LINK = _c(
+    "CPN-CHAIN-001", "chain link not signed by the bound key", "InvalidChain", 401, _TOKEN
+)
+CHAIN_PARENT = _c(
+    "CPN-CHAIN-002", "chain link does not name its parent", "InvalidChain", 401, _TOKEN
+)
+CHAIN_WIDENS = _c("CPN-CHAIN-003", "sub-coupon widens its parent", "InvalidChain", 401, _TOKEN)
+CHAIN_DEPTH = _c("CPN-CHAIN-004", "delegation depth exceeded", "InvalidChain", 401, _TOKEN)
+CHAIN_BINDING = _c(
+    "CPN-CHAIN-005", "parent is not bound to a DPoP key", "InvalidChain", 401, _TOKEN
+)
+
+# --- availability (fail closed) ----------------------------------------------------------------
+UNAVAILABLE_REVOCATION = _c(
+    "CPN-DEP-001",
+    "revocation status unavailable",
+    "DependencyUnavailable",
+    503,
+    "temporarily_unavailable",
+)
+UNAVAILABLE_REPLAY = _c(
+    "CPN-DEP-002",
+    "replay store unavailable",
+    "DependencyUnavailable",
+    503,
+    "temporarily_unavailable",
+)
+
+# --- requests (mint, attenuate, key import) ----------------------------------------------------
+REQUEST_RESOURCE = _c("CPN-REQ-001", "invalid resource pattern", "InvalidRequest", 400, _REQ)
+REQUEST_ACTION = _c("CPN-REQ-002", "invalid action", "InvalidRequest", 400, _REQ)
+REQUEST_PURPOSE = _c("CPN-REQ-003", "invalid purpose", "InvalidRequest", 400, _REQ)
+REQUEST_CLAIM = _c("CPN-REQ-004", "invalid claim value", "InvalidRequest", 400, _REQ)
+REQUEST_KEY = _c("CPN-REQ-005", "invalid or unsupported key", "InvalidRequest", 400, _REQ)
+REQUEST_WIDENS = _c(
+    "CPN-REQ-006", "requested sub-coupon widens its parent", "InvalidRequest", 400, _REQ
+)
+REQUEST_URI = _c("CPN-REQ-007", "invalid HTTP method or URI", "InvalidRequest", 400, _REQ)

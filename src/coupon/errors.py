@@ -1,0 +1,139 @@
+"""The exceptions of Coupon Authority.
+
+Every error that untrusted input can cause is a :class:`CouponError` carrying a stable
+:class:`~coupon.codes.ErrorCode`. Misuse by the calling programmer raises ``TypeError`` or
+``ValueError`` instead. The tree::
+
+    CouponError
+    ├── InvalidCoupon              invalid_token        (401)
+    │   ├── MalformedCoupon        the bytes are not a well-formed coupon
+    │   ├── InvalidSignature       a signature does not verify
+    │   ├── InvalidChain           an offline attenuation chain is broken or widens
+    │   └── CouponRevoked          the coupon or its family was revoked
+    ├── InsufficientScope          insufficient_scope   (403)
+    ├── InvalidProof               invalid_dpop_proof   (401)
+    │   ├── NonceRequired          use_dpop_nonce
+    │   └── ProofReplayed          the proof's jti was seen before
+    ├── DependencyUnavailable      temporarily_unavailable (503): fail closed
+    └── InvalidRequest             invalid_request      (400): a mint or attenuate request
+"""
+
+from __future__ import annotations
+
+from coupon import codes
+from coupon.codes import ErrorCode
+
+__all__ = [
+    "CouponError",
+    "CouponRevoked",
+    "DependencyUnavailable",
+    "InsufficientScope",
+    "InvalidChain",
+    "InvalidCoupon",
+    "InvalidProof",
+    "InvalidRequest",
+    "InvalidSignature",
+    "MalformedCoupon",
+    "NonceRequired",
+    "ProofReplayed",
+    "error",
+]
+
+
+class CouponError(Exception):
+    """Root of every error raised on untrusted input.
+
+    Attributes:
+        code: the stable error code.
+        reason: what exactly was wrong, for the log and for trusted callers.
+        step: the verification step that failed, when raised by a verifier.
+    """
+
+    code: ErrorCode
+    reason: str
+    step: str | None
+
+    def __init__(self, code: ErrorCode, reason: str, *, step: str | None = None) -> None:
+        super().__init__(f"{code.code}: {reason}")
+        self.code = code
+        self.reason = reason
+        self.step = step
+
+    def diagnostics(self) -> str:
+        """Return a few lines of text for a human reading a terminal."""
+        lines = [f"{self.code.code} ({self.code.title})", f"  reason: {self.reason}"]
+        if self.step:
+            lines.append(f"  step:   {self.step}")
+        lines.append(f"  error:  {self.code.protocol} (HTTP {self.code.status})")
+        return "\n".join(lines)
+
+
+class InvalidCoupon(CouponError):
+    """The coupon cannot be accepted (``invalid_token``)."""
+
+
+class MalformedCoupon(InvalidCoupon):
+    """The bytes are not a well-formed coupon."""
+
+
+class InvalidSignature(InvalidCoupon):
+    """A signature does not verify with any trusted key."""
+
+
+class InvalidChain(InvalidCoupon):
+    """An offline attenuation chain is broken, unbound or widens its parent."""
+
+
+class CouponRevoked(InvalidCoupon):
+    """The coupon, its lineage, subject, tenant or signing key was revoked."""
+
+
+class InsufficientScope(CouponError):
+    """The coupon is valid but does not grant the request (``insufficient_scope``)."""
+
+
+class InvalidProof(CouponError):
+    """The proof of possession is missing or invalid (``invalid_dpop_proof``)."""
+
+
+class NonceRequired(InvalidProof):
+    """The server wants a fresh ``DPoP-Nonce`` in the proof (``use_dpop_nonce``)."""
+
+
+class ProofReplayed(InvalidProof):
+    """The DPoP proof's ``jti`` was already used."""
+
+
+class DependencyUnavailable(CouponError):
+    """A dependency the decision needs is unreachable or stale: the answer is a denial."""
+
+
+class InvalidRequest(CouponError):
+    """A request to mint or attenuate a coupon is invalid (``invalid_request``)."""
+
+
+_KINDS: dict[str, type[CouponError]] = {
+    cls.__name__: cls
+    for cls in (
+        InvalidCoupon,
+        MalformedCoupon,
+        InvalidSignature,
+        InvalidChain,
+        CouponRevoked,
+        InsufficientScope,
+        InvalidProof,
+        NonceRequired,
+        ProofReplayed,
+        DependencyUnavailable,
+        InvalidRequest,
+    )
+}
+
+
+def error(code: ErrorCode, reason: str, *, step: str | None = None) -> CouponError:
+    """Build the exception class that ``code`` belongs to."""
+    return _KINDS[code.kind](code, reason, step=step)
+
+
+# Every code must name a class above; checked once at import, cheap.
+assert all(c.kind in _KINDS for c in codes.ALL.values())
