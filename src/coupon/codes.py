@@ -146,3 +146,46 @@ REQUEST_WIDENS = _c(
     "CPN-REQ-006", "requested sub-coupon widens its parent", "InvalidRequest", 400, _REQ
 )
 REQUEST_URI = _c("CPN-REQ-007", "invalid HTTP method or URI", "InvalidRequest", 400, _REQ)
+
+# --- callers of the Authority ------------------------------------------------------------------
+AUTH_MISSING = _c("CPN-AUTH-001", "authentication required", "AuthenticationFailed", 401, _TOKEN)
+AUTH_INVALID = _c("CPN-AUTH-002", "invalid credentials", "AuthenticationFailed", 401, _TOKEN)
+AUTH_FORBIDDEN = _c("CPN-AUTH-003", "caller lacks the role", "Forbidden", 403, _SCOPE)
+AUTH_TENANT = _c("CPN-AUTH-004", "caller may not act for this tenant", "Forbidden", 403, _SCOPE)
+
+# --- policy ------------------------------------------------------------------------------------
+POLICY_DENIED = _c("CPN-POL-001", "denied by policy", "PolicyDenied", 403, "access_denied")
+POLICY_FAILED = _c(
+    "CPN-POL-002",
+    "policy evaluation failed",
+    "DependencyUnavailable",
+    503,
+    "temporarily_unavailable",
+)
+POLICY_SIGNATURE = _c("CPN-POL-003", "policy bundle signature invalid", "InvalidRequest", 400, _REQ)
+POLICY_INVALID = _c("CPN-POL-004", "policy bundle invalid", "InvalidRequest", 400, _REQ)
+
+# --- load shedding -----------------------------------------------------------------------------
+RATE_COUPON = _c(
+    "CPN-RATE-001", "too many requests for this coupon", "RateLimited", 429, "slow_down"
+)
+RATE_SUBJECT = _c(
+    "CPN-RATE-002", "too many requests for this subject", "RateLimited", 429, "slow_down"
+)
+
+# --- resources and bodies ----------------------------------------------------------------------
+NOT_FOUND = _c("CPN-REQ-008", "not found", "NotFound", 404, _REQ)
+REQUEST_BODY = _c("CPN-REQ-009", "malformed request body", "InvalidRequest", 422, _REQ)
+CONFLICT = _c("CPN-REQ-010", "conflicts with the current state", "Conflict", 409, _REQ)
+
+# --- engines -----------------------------------------------------------------------------------
+UNAVAILABLE_STORAGE = _c(
+    "CPN-DEP-003", "storage unavailable", "StorageError", 503, "temporarily_unavailable"
+)
+UNAVAILABLE_SIGNER = _c(
+    "CPN-DEP-004",
+    "signing key unavailable",
+    "DependencyUnavailable",
+    503,
+    "temporarily_unavailable",
+)

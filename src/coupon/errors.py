@@ -15,7 +15,14 @@ Every error that untrusted input can cause is a :class:`CouponError` carrying a 
     │   ├── NonceRequired          use_dpop_nonce
     │   └── ProofReplayed          the proof's jti was seen before
     ├── DependencyUnavailable      temporarily_unavailable (503): fail closed
-    └── InvalidRequest             invalid_request      (400): a mint or attenuate request
+    │   └── StorageError           the database could not answer
+    ├── InvalidRequest             invalid_request      (400/422): a malformed request
+    ├── AuthenticationFailed       (401) the caller of the Authority is not authenticated
+    ├── Forbidden                  (403) the caller lacks the role or tenant
+    ├── PolicyDenied               (403) the policy refused the request
+    ├── RateLimited                (429) load shed; retry after the hinted delay
+    ├── NotFound                   (404)
+    └── Conflict                   (409)
 """
 
 from __future__ import annotations
@@ -24,9 +31,12 @@ from coupon import codes
 from coupon.codes import ErrorCode
 
 __all__ = [
+    "AuthenticationFailed",
+    "Conflict",
     "CouponError",
     "CouponRevoked",
     "DependencyUnavailable",
+    "Forbidden",
     "InsufficientScope",
     "InvalidChain",
     "InvalidCoupon",
@@ -35,7 +45,11 @@ __all__ = [
     "InvalidSignature",
     "MalformedCoupon",
     "NonceRequired",
+    "NotFound",
+    "PolicyDenied",
     "ProofReplayed",
+    "RateLimited",
+    "StorageError",
     "error",
 ]
 
@@ -47,17 +61,20 @@ class CouponError(Exception):
         code: the stable error code.
         reason: what exactly was wrong, for the log and for trusted callers.
         step: the verification step that failed, when raised by a verifier.
+        timings: microseconds per verification step up to the failure, when raised by one.
     """
 
     code: ErrorCode
     reason: str
     step: str | None
+    timings: dict[str, float] | None
 
     def __init__(self, code: ErrorCode, reason: str, *, step: str | None = None) -> None:
         super().__init__(f"{code.code}: {reason}")
         self.code = code
         self.reason = reason
         self.step = step
+        self.timings = None
 
     def diagnostics(self) -> str:
         """Return a few lines of text for a human reading a terminal."""
@@ -108,8 +125,38 @@ class DependencyUnavailable(CouponError):
     """A dependency the decision needs is unreachable or stale: the answer is a denial."""
 
 
+class StorageError(DependencyUnavailable):
+    """The database failed or could not be reached."""
+
+
 class InvalidRequest(CouponError):
     """A request to mint or attenuate a coupon is invalid (``invalid_request``)."""
+
+
+class AuthenticationFailed(CouponError):
+    """The caller of the Authority presented no or invalid credentials."""
+
+
+class Forbidden(CouponError):
+    """The authenticated caller may not do this."""
+
+
+class PolicyDenied(CouponError):
+    """The policy in force refused the request."""
+
+
+class RateLimited(CouponError):
+    """Too many requests; ``retry_after`` says when to try again (seconds)."""
+
+    retry_after: float = 1.0
+
+
+class NotFound(CouponError):
+    """The named thing does not exist."""
+
+
+class Conflict(CouponError):
+    """The request conflicts with the current state."""
 
 
 _KINDS: dict[str, type[CouponError]] = {
@@ -125,7 +172,14 @@ _KINDS: dict[str, type[CouponError]] = {
         NonceRequired,
         ProofReplayed,
         DependencyUnavailable,
+        StorageError,
         InvalidRequest,
+        AuthenticationFailed,
+        Forbidden,
+        PolicyDenied,
+        RateLimited,
+        NotFound,
+        Conflict,
     )
 }
 

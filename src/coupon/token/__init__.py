@@ -16,7 +16,7 @@ from ._dpop import (
 )
 from ._keys import KeySet, Signer, SigningKey, VerifyingKey
 from ._mint import DEFAULT_MAX_DEPTH, CouponBuilder, attenuate, mint, new_jti
-from ._mtls import x5t_s256, x5t_s256_from_pem
+from ._mtls import check_certificate_binding, x5t_s256, x5t_s256_from_pem
 from ._narrowing import widening
 from ._scope import ResourcePattern, parse_resource, purpose_covers
 from ._stores import (
@@ -56,6 +56,7 @@ __all__ = [
     "VerifyingKey",
     "ath_for",
     "attenuate",
+    "check_certificate_binding",
     "create_dpop_proof",
     "link_hash",
     "mint",

@@ -148,15 +148,18 @@ class ResourcePattern:
         mine_fixed = len(mine) - mine_open
         theirs_fixed = len(theirs) - theirs_open
         if mine_open:
-            # Every resource of ``other`` has at least theirs_fixed segments; ours needs
-            # mine_fixed of them to line up.
-            if theirs_fixed < mine_fixed:
+            # A resource has at least one segment, so "**" alone matches lengths 1, 2, ...
+            shortest = max(theirs_fixed, 1) if theirs_open else theirs_fixed
+            if shortest < mine_fixed:
                 return False
         elif theirs_open or theirs_fixed != mine_fixed:
             return False
         for i in range(mine_fixed):
-            p, q = mine[i], theirs[i]
-            if p != ONE and p != q:
+            p = mine[i]
+            if p == ONE:
+                continue
+            # Past their fixed part their segment is arbitrary: only "*" covers it.
+            if i >= theirs_fixed or p != theirs[i]:
                 return False
         return True
 

@@ -22,7 +22,7 @@ import hmac
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from coupon import codes
 from coupon.errors import (
@@ -43,7 +43,7 @@ from ._mint import DEFAULT_MAX_DEPTH
 from ._scope import parse_resource, purpose_covers
 from ._stores import MemoryReplayStore, ReplayStore, RevocationChecker, RevocationFacts
 
-__all__ = ["Decision", "Request", "Verified", "Verifier"]
+__all__ = ["AsyncReplayStore", "Decision", "Request", "Verified", "Verifier"]
 
 DEFAULT_MAX_SIZE: Final = 8192
 DEFAULT_MAX_TTL: Final = 3600
@@ -96,6 +96,54 @@ class Decision:
     verified: Verified | None
     error: CouponError | None
     timings: dict[str, float] = field(default_factory=dict)
+
+
+class _FirstUse(Protocol):
+    def __call__(self, key: str, *, expires_at: float, now: float) -> bool: ...
+
+
+class AsyncReplayStore(Protocol):
+    """A replay store shared between processes (e.g. Redis ``SET NX``)."""
+
+    async def first_use(self, key: str, *, expires_at: float, now: float) -> bool:
+        """Record ``key``; False if it was already recorded and not yet expired."""
+        ...
+
+
+class _Run:
+    """Times the steps of one verification and names the step a denial came from."""
+
+    __slots__ = ("_name", "_start", "_t0", "timings")
+
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
+        self._name = "parse"
+        self._start = self._t0 = time.perf_counter_ns()
+
+    def step(self, name: str) -> None:
+        # Steps that share a timer entry (time, audience, scope) are cheap; the cost of a
+        # step is charged to the entry of the step that was running.
+        now = time.perf_counter_ns()
+        if self._t0 != now:
+            self.timings[self._name] = self.timings.get(self._name, 0.0) + (now - self._t0) / 1000
+        self._name = name
+        self._t0 = now
+
+    def failed(self, exc: CouponError) -> CouponError:
+        if exc.step is None:
+            exc.step = self._name
+        self._close()
+        exc.timings = self.timings
+        return exc
+
+    def done(self, verified: Verified) -> Verified:
+        self._close()
+        return verified
+
+    def _close(self) -> None:
+        self.step("")
+        self.timings.pop("", None)
+        self.timings["total"] = (time.perf_counter_ns() - self._start) / 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,85 +212,95 @@ class Verifier:
         Raises:
             CouponError: a subclass with the stable code of the first failing step.
         """
-        return self._run(token, request, time.time() if now is None else now, {})
+        moment = time.time() if now is None else now
+        timings: dict[str, float] = {}
+        run = _Run(timings)
+        try:
+            verified = self._stateless(run, token, request, moment)
+            if verified.proof is not None:
+                run.step("replay")
+                self._check_replay(self._replay.first_use, verified.proof, moment)
+            self._check_revocation(run, verified, moment)
+        except CouponError as exc:
+            raise run.failed(exc) from None
+        return run.done(verified)
+
+    async def verify_async(
+        self,
+        token: str,
+        request: Request,
+        *,
+        replay: AsyncReplayStore,
+        now: float | None = None,
+    ) -> Verified:
+        """:meth:`verify` with a shared asynchronous replay store (e.g. Redis)."""
+        moment = time.time() if now is None else now
+        run = _Run({})
+        try:
+            verified = self._stateless(run, token, request, moment)
+            if verified.proof is not None:
+                run.step("replay")
+                proof = verified.proof
+                key, expires = self._replay_key(proof)
+                if not await replay.first_use(key, expires_at=expires, now=moment):
+                    raise ProofReplayed(codes.REPLAY, f"DPoP proof {proof.jti} was already used")
+            self._check_revocation(run, verified, moment)
+        except CouponError as exc:
+            raise run.failed(exc) from None
+        return run.done(verified)
 
     def decide(self, token: str, request: Request, *, now: float | None = None) -> Decision:
         """Like :meth:`verify`, but return the denial with the timings instead of raising."""
-        timings: dict[str, float] = {}
         try:
-            verified = self._run(token, request, time.time() if now is None else now, timings)
+            verified = self.verify(token, request, now=now)
         except CouponError as exc:
-            return Decision(False, None, exc, timings)
-        return Decision(True, verified, None, timings)
+            return Decision(False, None, exc, exc.timings or {})
+        return Decision(True, verified, None, verified.timings)
 
     # -- the pipeline ---------------------------------------------------------------------------
 
-    def _run(self, token: str, request: Request, now: float, timings: dict[str, float]) -> Verified:
-        clock = time.perf_counter_ns
-        step = "parse"
-        start = t0 = clock()
-        try:
-            checked = self._cache.get(token)
-            cached = checked is not None
-            if checked is None:
-                links = parse_chain(token, max_size=self._max_size, max_depth=self._max_depth)
-                t1 = clock()
-                timings["parse"] = (t1 - t0) / 1000
-                t0 = t1
-                step = "signature"
-                kid = self._check_root(links[0])
-                t1 = clock()
-                timings["signature"] = (t1 - t0) / 1000
-                t0 = t1
-                step = "chain"
-                check_links(links, max_depth=self._max_depth)
-                checked = _Checked(tuple(links), tuple(link.claims for link in links), kid)
-                self._remember(token, checked)
-                t1 = clock()
-                timings["chain"] = (t1 - t0) / 1000
-                t0 = t1
-            else:
-                timings["cache"] = (clock() - t0) / 1000
-                t0 = clock()
-            chain = checked.claims
-            leaf = chain[-1]
-            step = "time"
-            self._check_time(chain, now)
-            step = "audience"
-            self._check_audience(chain[0], leaf, request)
-            step = "scope"
-            self._check_scope(leaf, request)
-            t1 = clock()
-            timings["claims"] = (t1 - t0) / 1000
-            t0 = t1
-            step = "binding"
-            proof = self._check_binding(token, leaf, request, now)
-            t1 = clock()
-            timings["binding"] = (t1 - t0) / 1000
-            t0 = t1
-            if proof is not None:
-                step = "replay"
-                expires = proof.iat + self._dpop_max_age + self._leeway
-                if not self._replay.first_use(
-                    f"{proof.jkt}:{proof.jti}", expires_at=expires, now=now
-                ):
-                    raise ProofReplayed(codes.REPLAY, f"DPoP proof {proof.jti} was already used")
-                t1 = clock()
-                timings["replay"] = (t1 - t0) / 1000
-                t0 = t1
-            if self._revocations is not None:
-                step = "revocation"
-                reason = self._revocations.revoked(self._facts(checked), now=now)
-                if reason is not None:
-                    raise CouponRevoked(codes.REVOKED, reason)
-                timings["revocation"] = (clock() - t0) / 1000
-        except CouponError as exc:
-            if exc.step is None:
-                exc.step = step
-            timings["total"] = (clock() - start) / 1000
-            raise
-        timings["total"] = (clock() - start) / 1000
-        return Verified(leaf, chain, checked.kid, proof, timings, cached)
+    def _stateless(self, run: _Run, token: str, request: Request, now: float) -> Verified:
+        """Every step that needs no shared state: parse through binding."""
+        checked = self._cache.get(token)
+        cached = checked is not None
+        if checked is None:
+            run.step("parse")
+            links = parse_chain(token, max_size=self._max_size, max_depth=self._max_depth)
+            run.step("signature")
+            kid = self._check_root(links[0])
+            run.step("chain")
+            check_links(links, max_depth=self._max_depth)
+            checked = _Checked(tuple(links), tuple(link.claims for link in links), kid)
+            self._remember(token, checked)
+        else:
+            run.step("cache")
+        chain = checked.claims
+        leaf = chain[-1]
+        run.step("time")
+        self._check_time(chain, now)
+        run.step("audience")
+        self._check_audience(chain[0], leaf, request)
+        run.step("scope")
+        self._check_scope(leaf, request)
+        run.step("binding")
+        proof = self._check_binding(token, leaf, request, now)
+        return Verified(leaf, chain, checked.kid, proof, run.timings, cached)
+
+    def _replay_key(self, proof: DpopProof) -> tuple[str, float]:
+        return f"{proof.jkt}:{proof.jti}", proof.iat + self._dpop_max_age + self._leeway
+
+    def _check_replay(self, first_use: _FirstUse, proof: DpopProof, now: float) -> None:
+        key, expires = self._replay_key(proof)
+        if not first_use(key, expires_at=expires, now=now):
+            raise ProofReplayed(codes.REPLAY, f"DPoP proof {proof.jti} was already used")
+
+    def _check_revocation(self, run: _Run, verified: Verified, now: float) -> None:
+        if self._revocations is None:
+            return
+        run.step("revocation")
+        reason = self._revocations.revoked(self._facts(verified), now=now)
+        if reason is not None:
+            raise CouponRevoked(codes.REVOKED, reason)
 
     def _remember(self, token: str, checked: _Checked) -> None:
         cache = self._cache
@@ -316,7 +374,9 @@ class Verifier:
     ) -> DpopProof | None:
         if leaf.cnf.x5t_s256 is not None:
             presented = request.certificate
-            if presented is None or not hmac.compare_digest(presented, leaf.cnf.x5t_s256):
+            if presented is None or not hmac.compare_digest(
+                presented.encode(), leaf.cnf.x5t_s256.encode()
+            ):
                 raise InvalidProof(
                     codes.POP_CERT_BINDING, "no client certificate, or not the bound one"
                 )
@@ -343,8 +403,8 @@ class Verifier:
         return proof
 
     @staticmethod
-    def _facts(checked: _Checked) -> RevocationFacts:
-        chain = checked.claims
+    def _facts(checked: Verified) -> RevocationFacts:
+        chain = checked.chain
         return RevocationFacts(
             jtis=tuple(c.jti for c in chain),
             lineage=chain[0].lin,

@@ -124,7 +124,10 @@ def public_key_from_jwk(jwk: Mapping[str, Any]) -> tuple[PublicKey, str]:
         e = int.from_bytes(_member(jwk, "e"), "big")
         if n.bit_length() < _MIN_RSA_BITS or e < 3 or e % 2 == 0:
             raise _bad_key("RSA key too small or exponent invalid")
-        key = rsa.RSAPublicNumbers(e, n).public_key()
+        try:
+            key = rsa.RSAPublicNumbers(e, n).public_key()
+        except ValueError:
+            raise _bad_key("RSA public numbers are invalid") from None
     else:
         raise _bad_key(f"unsupported key type {kty!r}")
     declared = jwk.get("alg")
@@ -167,7 +170,8 @@ _THUMBPRINT_MEMBERS: Final[Mapping[str, tuple[str, ...]]] = {
 
 def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     """RFC 7638 SHA-256 thumbprint of a public JWK, base64url-encoded."""
-    members = _THUMBPRINT_MEMBERS.get(jwk.get("kty"))  # type: ignore[arg-type]
+    kty = jwk.get("kty")
+    members = _THUMBPRINT_MEMBERS.get(kty) if isinstance(kty, str) else None
     if members is None:
         raise _bad_key(f"unsupported key type {jwk.get('kty')!r}")
     required = {}

@@ -1,0 +1,132 @@
+"""One typed settings model for every Coupon Authority process.
+
+Values come, highest priority first, from: keyword arguments, ``COUPON_*`` environment
+variables, the TOML file named by ``COUPON_CONFIG`` (or ``--config``), and the defaults below.
+The defaults are the embedded mode: SQLite files under ``data_dir`` and in-process fan-out.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Coupon Authority settings (environment prefix ``COUPON_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="COUPON_", extra="forbid", frozen=True)
+
+    # -- serving ---------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8700, ge=0, le=65535, description="TCP port (0 picks a free one).")
+    data_dir: Path = Field(Path("var"), description="Where embedded state lives.")
+    issuer: str = Field("", description="The iss of issued coupons; defaults to the public URL.")
+    public_url: str = Field("", description="Base URL clients use; defaults to http://host:port.")
+
+    # -- engines ---------------------------------------------------------------------------------
+    database_url: str = Field(
+        "", description="SQLAlchemy URL; empty means SQLite at data_dir/authority.db."
+    )
+    redis_url: str = Field("", description="Redis URL for fan-out and replay; empty = in-process.")
+
+    # -- secrets ---------------------------------------------------------------------------------
+    master_key: SecretStr | None = Field(
+        None, description="base64url 32-byte key sealing private keys; else data_dir/master.key."
+    )
+    admin_api_key: SecretStr | None = Field(
+        None, description="Bootstrap admin API key; generated on first start when unset."
+    )
+
+    # -- coupons ---------------------------------------------------------------------------------
+    key_algorithm: str = Field("EdDSA", pattern="^(EdDSA|ES256)$")
+    max_ttl: int = Field(3600, gt=0, description="Longest coupon lifetime in seconds.")
+    default_ttl: int = Field(300, gt=0)
+    leeway: int = Field(30, ge=0, le=300, description="Clock-skew tolerance in seconds.")
+    max_depth: int = Field(4, ge=0, le=16)
+    key_rotation_interval: int = Field(
+        0, ge=0, description="Rotate the signing key every N seconds (0 = only on request)."
+    )
+    key_reload_interval: float = Field(5.0, gt=0)
+
+    # -- policy ----------------------------------------------------------------------------------
+    policy_deadline_ms: int = Field(50, gt=0, description="Per-evaluation deadline; fails closed.")
+    policy_trusted_keys: list[str] = Field(
+        default_factory=list, description="Ed25519 public keys (base64url) that sign bundles."
+    )
+
+    # -- revocation and replay -------------------------------------------------------------------
+    revocation_poll_interval: float = Field(1.0, gt=0)
+    revocation_max_staleness: float = Field(
+        10.0, gt=0, description="Deny everything when the revocation view is older than this."
+    )
+    dpop_max_age: int = Field(60, gt=0)
+    dpop_nonce_required: bool = Field(False)
+    dpop_nonce_lifetime: int = Field(300, gt=0)
+    replay_limit_per_coupon: int = Field(
+        200, gt=0, description="Verifications per coupon per second before shedding load."
+    )
+    replay_limit_per_subject: int = Field(1000, gt=0)
+
+    # -- observability ---------------------------------------------------------------------------
+    log_level: str = Field("INFO")
+    log_json: bool = Field(True)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get("COUPON_CONFIG")
+        if config:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
+        return tuple(sources)
+
+    # -- derived ---------------------------------------------------------------------------------
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL, defaulting to the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'authority.db'}"
+
+    @property
+    def base_url(self) -> str:
+        """The public base URL."""
+        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+    @property
+    def issuer_id(self) -> str:
+        """The ``iss`` written into coupons."""
+        return self.issuer or self.base_url
+
+    def describe(self) -> list[tuple[str, str, Any]]:
+        """(environment variable, description, value) rows for ``--help`` and docs."""
+        rows = []
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "***"
+            rows.append((f"COUPON_{name.upper()}", field.description or "", value))
+        return rows

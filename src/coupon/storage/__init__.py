@@ -1,0 +1,1 @@
+"""Storage: the port (``base``) and its SQL adapter (``sql``)."""
