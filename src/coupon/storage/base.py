@@ -7,6 +7,7 @@ adapter raises :class:`coupon.errors.StorageError` (``CPN-DEP-003``) when the en
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -141,12 +142,22 @@ class Store(Protocol):
     ) -> None: ...
 
     # coupons
-    async def add_coupon(self, record: CouponRecord) -> None: ...
+    async def add_coupon(self, record: CouponRecord, *, audit: AuditRecord | None = None) -> None:
+        """Store a coupon record and, in the same transaction, its audit event."""
+        ...
+
     async def get_coupon(self, jti: str) -> CouponRecord | None: ...
+    async def coupon_descendants(self, jti: str, *, max_depth: int = 16) -> list[str]: ...
 
     # revocations
     async def add_revocation(self, record: RevocationRecord) -> RevocationRecord:
         """Store durably and return the record with its ``seq``."""
+        ...
+
+    async def add_revocations(
+        self, records: Sequence[RevocationRecord], *, audit: AuditRecord | None = None
+    ) -> list[RevocationRecord]:
+        """Store revocations and their audit event in one transaction."""
         ...
 
     async def revocations_after(self, seq: int, *, limit: int) -> list[RevocationRecord]: ...

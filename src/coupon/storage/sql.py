@@ -6,7 +6,6 @@ inside :func:`_mapped`, so callers only ever see the port's errors.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -57,7 +56,7 @@ async def _mapped(what: str) -> AsyncIterator[None]:
         yield
     except IntegrityError as exc:
         raise Conflict(codes.CONFLICT, f"{what}: already exists") from exc
-    except (SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, SQLAlchemyError, OSError) as exc:
         raise StorageError(codes.UNAVAILABLE_STORAGE, f"{what}: {type(exc).__name__}") from exc
 
 
@@ -144,8 +143,24 @@ class SqlStore:
 
     # -- coupons ---------------------------------------------------------------------------------
 
-    async def add_coupon(self, record: CouponRecord) -> None:
-        await self._write("add coupon", sa.insert(t.coupons).values(**_fields(record)))
+    async def add_coupon(self, record: CouponRecord, *, audit: AuditRecord | None = None) -> None:
+        async with _mapped("add coupon"), self._engine.begin() as conn:
+            await conn.execute(sa.insert(t.coupons).values(**_fields(record)))
+            if audit is not None:
+                await _insert_audit(conn, audit)
+
+    async def coupon_descendants(self, jti: str, *, max_depth: int = 16) -> list[str]:
+        """Every coupon the Authority issued below ``jti`` (children, grandchildren, ...)."""
+        found: list[str] = []
+        frontier = [jti]
+        async with _mapped("descendants"), self._engine.connect() as conn:
+            for _ in range(max_depth):
+                if not frontier:
+                    break
+                stmt = sa.select(t.coupons.c.jti).where(t.coupons.c.parent_jti.in_(frontier))
+                frontier = [row.jti for row in (await conn.execute(stmt)).all()]
+                found.extend(frontier)
+        return found
 
     async def get_coupon(self, jti: str) -> CouponRecord | None:
         rows = await self._rows("get coupon", sa.select(t.coupons).where(t.coupons.c.jti == jti))
@@ -154,13 +169,24 @@ class SqlStore:
     # -- revocations -----------------------------------------------------------------------------
 
     async def add_revocation(self, record: RevocationRecord) -> RevocationRecord:
-        values = _fields(record)
-        del values["seq"]
-        result = await self._write(
-            "add revocation", sa.insert(t.revocations).values(**values).returning(t.revocations.c.seq)
-        )
-        seq = result.scalar_one()
-        return RevocationRecord(**{**values, "seq": seq})
+        (stored,) = await self.add_revocations([record])
+        return stored
+
+    async def add_revocations(
+        self, records: Sequence[RevocationRecord], *, audit: AuditRecord | None = None
+    ) -> list[RevocationRecord]:
+        """Store several revocations (and their audit event) in one transaction."""
+        stored = []
+        async with _mapped("add revocation"), self._engine.begin() as conn:
+            for record in records:
+                values = _fields(record)
+                del values["seq"]
+                stmt = sa.insert(t.revocations).values(**values).returning(t.revocations.c.seq)
+                seq = (await conn.execute(stmt)).scalar_one()
+                stored.append(RevocationRecord(**{**values, "seq": seq}))
+            if audit is not None:
+                await _insert_audit(conn, audit)
+        return stored
 
     async def revocations_after(self, seq: int, *, limit: int) -> list[RevocationRecord]:
         stmt = (
@@ -200,12 +226,8 @@ class SqlStore:
     # -- audit -----------------------------------------------------------------------------------
 
     async def add_audit(self, record: AuditRecord) -> AuditRecord:
-        values = _fields(record)
-        del values["seq"]
-        result = await self._write(
-            "add audit", sa.insert(t.audit_events).values(**values).returning(t.audit_events.c.seq)
-        )
-        return AuditRecord(**{**values, "seq": result.scalar_one()})
+        async with _mapped("add audit"), self._engine.begin() as conn:
+            return await _insert_audit(conn, record)
 
     async def audit_after(self, seq: int, *, limit: int) -> list[AuditRecord]:
         stmt = (
@@ -227,8 +249,17 @@ class SqlStore:
         return ApiKeyRecord(**rows[0]._asdict()) if rows else None
 
     async def count_api_keys(self) -> int:
-        rows = await self._rows("count api keys", sa.select(sa.func.count()).select_from(t.api_keys))
+        rows = await self._rows(
+            "count api keys", sa.select(sa.func.count()).select_from(t.api_keys)
+        )
         return int(rows[0][0])
+
+
+async def _insert_audit(conn: AsyncConnection, record: AuditRecord) -> AuditRecord:
+    values = _fields(record)
+    del values["seq"]
+    stmt = sa.insert(t.audit_events).values(**values).returning(t.audit_events.c.seq)
+    return AuditRecord(**{**values, "seq": (await conn.execute(stmt)).scalar_one()})
 
 
 def _fields(record: Any) -> dict[str, Any]:

@@ -4,7 +4,7 @@ Pure: no I/O, no clock reads in the checks (time is an argument), only the stand
 and ``cryptography``. The raw JOSE pieces live in :mod:`coupon.token.hazmat`.
 """
 
-from ._chain import COUPON_TYP, SEPARATOR, Link, link_hash, parse_chain
+from ._chain import COUPON_TYP, SEPARATOR, Link, check_links, link_hash, parse_chain
 from ._claims import FORMAT_VERSION, Binding, Claims, Parent
 from ._dpop import (
     DpopProof,
@@ -26,18 +26,30 @@ from ._stores import (
     RevocationChecker,
     RevocationFacts,
 )
-from ._verify import Decision, Request, Verified, Verifier
+from ._verify import (
+    DEFAULT_LEEWAY,
+    DEFAULT_MAX_SIZE,
+    DEFAULT_MAX_TTL,
+    AsyncReplayStore,
+    Decision,
+    Request,
+    Verified,
+    Verifier,
+)
 
 __all__ = [
-    "COUPON_TYP",
-    "DEFAULT_MAX_DEPTH",
-    "FORMAT_VERSION",
-    "SEPARATOR",
+    "AsyncReplayStore",
     "Binding",
+    "COUPON_TYP",
     "Claims",
     "CouponBuilder",
+    "DEFAULT_LEEWAY",
+    "DEFAULT_MAX_DEPTH",
+    "DEFAULT_MAX_SIZE",
+    "DEFAULT_MAX_TTL",
     "Decision",
     "DpopProof",
+    "FORMAT_VERSION",
     "KeySet",
     "Link",
     "MemoryReplayStore",
@@ -49,6 +61,7 @@ __all__ = [
     "ResourcePattern",
     "RevocationChecker",
     "RevocationFacts",
+    "SEPARATOR",
     "Signer",
     "SigningKey",
     "Verified",
@@ -57,6 +70,7 @@ __all__ = [
     "ath_for",
     "attenuate",
     "check_certificate_binding",
+    "check_links",
     "create_dpop_proof",
     "link_hash",
     "mint",

@@ -48,6 +48,7 @@ COUPON_TYP: Final = "coupon+jwt"
 SEPARATOR: Final = "~"
 _ROOT_HEADER: Final = frozenset({"alg", "typ", "kid"})
 _LINK_HEADER: Final = frozenset({"alg", "typ", "jwk"})
+_LINK_JWK_MEMBERS: Final = frozenset({"kty", "crv", "x", "y"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +90,10 @@ def _check_header(header: dict[str, Any], *, root: bool) -> None:
         raise InvalidCoupon(codes.HEADER_ALG, f"alg {str(alg)[:20]!r} is not allowed")
     if root and (not isinstance(header["kid"], str) or not KID_PATTERN.fullmatch(header["kid"])):
         raise InvalidCoupon(codes.HEADER_KID, "kid is malformed")
-    if not root and not isinstance(header["jwk"], dict):
-        raise InvalidCoupon(codes.HEADER_FIELD, "jwk must be a JSON object")
+    if not root and (
+        not isinstance(header["jwk"], dict) or not header["jwk"].keys() <= _LINK_JWK_MEMBERS
+    ):
+        raise InvalidCoupon(codes.HEADER_FIELD, "jwk must be an object of public key members")
 
 
 def parse_chain(token: str, *, max_size: int, max_depth: int) -> list[Link]:

@@ -6,6 +6,7 @@ restriction it did not understand would grant more than the issuer meant.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -25,6 +26,8 @@ _REQUIRED: Final = ("ver", "iss", "sub", "aud", "iat", "nbf", "exp", "jti", "tid
 _REQUIRED_REST: Final = ("pur", "cnf", "lin", "dep")
 _OPTIONAL: Final = frozenset({"par", "pol"})
 _KNOWN: Final = frozenset(_REQUIRED) | frozenset(_REQUIRED_REST) | _OPTIONAL
+_ABSENT: Final = object()
+_B64_43: Final = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 def _fail(reason: str) -> MalformedCoupon:
@@ -35,6 +38,14 @@ def _str(claims: Mapping[str, Any], name: str) -> str:
     value = claims.get(name)
     if not isinstance(value, str) or not value or len(value) > MAX_STRING:
         raise _fail(f"claim {name!r} must be a non-empty string of at most {MAX_STRING}")
+    return value
+
+
+def _b64_43(claims: Mapping[str, Any], name: str) -> str:
+    """A base64url SHA-256 value (43 characters): thumbprints and hashes."""
+    value = claims.get(name)
+    if not isinstance(value, str) or not _B64_43.fullmatch(value):
+        raise _fail(f"{name!r} must be a 43-character base64url SHA-256 value")
     return value
 
 
@@ -62,9 +73,10 @@ class Binding:
         """Parse a ``cnf`` claim (exactly one of ``jkt`` or ``x5t#S256``)."""
         if not isinstance(cnf, dict) or len(cnf) != 1:
             raise _fail("claim 'cnf' must hold exactly one of 'jkt' and 'x5t#S256'")
-        ((name, value),) = cnf.items()
-        if name not in ("jkt", "x5t#S256") or not isinstance(value, str) or len(value) != 43:
-            raise _fail("claim 'cnf' must hold a 43-character 'jkt' or 'x5t#S256'")
+        ((name, _value),) = cnf.items()
+        if name not in ("jkt", "x5t#S256"):
+            raise _fail("claim 'cnf' must hold a 'jkt' or 'x5t#S256'")
+        value = _b64_43(cnf, name)
         return cls(jkt=value) if name == "jkt" else cls(x5t_s256=value)
 
     def to_cnf(self) -> dict[str, str]:
@@ -104,11 +116,11 @@ class Claims:
     @classmethod
     def from_dict(cls, claims: Mapping[str, Any]) -> Claims:
         """Validate a decoded claims object; ``MalformedCoupon`` if anything is off."""
+        if claims.get("ver") != FORMAT_VERSION or type(claims.get("ver")) is not int:
+            raise MalformedCoupon(codes.TOKEN_VERSION, f"unsupported version {claims.get('ver')!r}")
         unknown = claims.keys() - _KNOWN
         if unknown:
             raise _fail(f"unknown claim(s) {sorted(unknown)[:5]}")
-        if claims.get("ver") != FORMAT_VERSION or type(claims.get("ver")) is not int:
-            raise MalformedCoupon(codes.TOKEN_VERSION, f"unsupported version {claims.get('ver')!r}")
         aud = claims.get("aud")
         if isinstance(aud, str):
             auds: tuple[str, ...] = (aud,)
@@ -119,22 +131,29 @@ class Claims:
         for a in auds:
             if not isinstance(a, str) or not a or len(a) > MAX_STRING:
                 raise _fail("claim 'aud' holds an invalid audience")
+        if len(set(auds)) != len(auds):
+            raise _fail("claim 'aud' repeats an audience")
         try:
-            res = ResourcePattern.parse(_str(claims, "res"))
+            res_text = claims.get("res")
+            if not isinstance(res_text, str):
+                raise _fail("claim 'res' must be a string")
+            res = ResourcePattern.parse(res_text)
             act = parse_actions(claims.get("act"))
             pur = parse_purpose(_str(claims, "pur"))
         except MalformedCoupon:
             raise
         except CouponError as exc:
             raise _fail(f"scope claim invalid: {exc.reason}") from None
-        par = claims.get("par")
+        par = claims.get("par", _ABSENT)
         parent = None
-        if par is not None:
+        if par is not _ABSENT:
             if not isinstance(par, dict) or par.keys() != {"jti", "hsh"}:
                 raise _fail("claim 'par' must be an object with 'jti' and 'hsh'")
-            parent = Parent(_str(par, "jti"), _str(par, "hsh"))
-        pol = claims.get("pol")
-        if pol is not None and (not isinstance(pol, str) or not pol or len(pol) > MAX_STRING):
+            parent = Parent(_str(par, "jti"), _b64_43(par, "hsh"))
+        pol = claims.get("pol", _ABSENT)
+        if pol is _ABSENT:
+            pol = None
+        elif not isinstance(pol, str) or not pol or len(pol) > MAX_STRING:
             raise _fail("claim 'pol' must be a non-empty string")
         dep = _int(claims, "dep")
         if (dep == 0) != (parent is None):

@@ -230,7 +230,10 @@ class KeySet:
             loaded.append(VerifyingKey.from_jwk(jwk))
         if not loaded:
             raise InvalidRequest(codes.REQUEST_KEY, "JWKS holds no usable coupon key")
-        return cls(loaded)
+        try:
+            return cls(loaded)
+        except ValueError as exc:
+            raise InvalidRequest(codes.REQUEST_KEY, str(exc)) from None
 
     def to_jwks(self) -> dict[str, list[dict[str, str]]]:
         """The public JWKS document for these keys."""

@@ -49,7 +49,9 @@ class MemoryReplayStore:
     def first_use(self, key: str, *, expires_at: float, now: float) -> bool:
         seen = self._seen
         previous = seen.get(key)
-        if previous is not None and previous > now:
+        # A proof is acceptable up to and including its expiry second, so it stays
+        # remembered through that second too.
+        if previous is not None and previous >= now:
             return False
         if len(seen) >= self._capacity:
             self._purge(now)
@@ -59,7 +61,7 @@ class MemoryReplayStore:
         return True
 
     def _purge(self, now: float) -> None:
-        for key in [k for k, exp in self._seen.items() if exp <= now]:
+        for key in [k for k, exp in self._seen.items() if exp < now]:
             del self._seen[key]
 
     def __len__(self) -> int:

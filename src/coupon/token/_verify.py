@@ -28,7 +28,9 @@ from coupon import codes
 from coupon.errors import (
     CouponError,
     CouponRevoked,
+    DependencyUnavailable,
     InsufficientScope,
+    InvalidChain,
     InvalidCoupon,
     InvalidProof,
     InvalidSignature,
@@ -40,7 +42,7 @@ from ._claims import Claims
 from ._dpop import DpopProof, NonceChecker, verify_dpop_proof
 from ._keys import KeySet
 from ._mint import DEFAULT_MAX_DEPTH
-from ._scope import parse_resource, purpose_covers
+from ._scope import parse_purpose, parse_resource, purpose_covers
 from ._stores import MemoryReplayStore, ReplayStore, RevocationChecker, RevocationFacts
 
 __all__ = ["AsyncReplayStore", "Decision", "Request", "Verified", "Verifier"]
@@ -187,7 +189,7 @@ class Verifier:
         dpop_max_age: int = 60,
         cache_size: int = 10_000,
     ) -> None:
-        self.keys = keys
+        self._keys = keys
         self._issuers = frozenset(issuers) if issuers is not None else None
         self._max_ttl = max_ttl
         self._leeway = leeway
@@ -200,6 +202,12 @@ class Verifier:
         self._dpop_max_age = dpop_max_age
         self._cache: dict[str, _Checked] = {}
         self._cache_size = cache_size
+
+    @property
+    def keys(self) -> KeySet:
+        """The trusted keys. Fixed for the verifier's life: the signature cache relies on it,
+        so a key change means a new :class:`Verifier`."""
+        return self._keys
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -242,8 +250,36 @@ class Verifier:
                 run.step("replay")
                 proof = verified.proof
                 key, expires = self._replay_key(proof)
-                if not await replay.first_use(key, expires_at=expires, now=moment):
+                try:
+                    first = await replay.first_use(key, expires_at=expires, now=moment)
+                except CouponError:
+                    raise
+                except Exception as exc:  # fail closed on an adapter's own failure
+                    raise DependencyUnavailable(
+                        codes.UNAVAILABLE_REPLAY, f"replay check failed: {type(exc).__name__}"
+                    ) from exc
+                if not first:
                     raise ProofReplayed(codes.REPLAY, f"DPoP proof {proof.jti} was already used")
+            self._check_revocation(run, verified, moment)
+        except CouponError as exc:
+            raise run.failed(exc) from None
+        return run.done(verified)
+
+    def introspect(self, token: str, *, now: float | None = None) -> Verified:
+        """Check what a token *is* without a request: signature, chain, time and revocation.
+
+        For RFC 7662 introspection: no audience, scope, binding or replay step, since the
+        caller asks about the token, not about a use of it.
+        """
+        moment = time.time() if now is None else now
+        run = _Run({})
+        try:
+            checked = self._checked(run, token)
+            run.step("time")
+            self._check_time(checked.claims, moment)
+            verified = Verified(
+                checked.claims[-1], checked.claims, checked.kid, None, run.timings, False
+            )
             self._check_revocation(run, verified, moment)
         except CouponError as exc:
             raise run.failed(exc) from None
@@ -261,19 +297,8 @@ class Verifier:
 
     def _stateless(self, run: _Run, token: str, request: Request, now: float) -> Verified:
         """Every step that needs no shared state: parse through binding."""
-        checked = self._cache.get(token)
-        cached = checked is not None
-        if checked is None:
-            run.step("parse")
-            links = parse_chain(token, max_size=self._max_size, max_depth=self._max_depth)
-            run.step("signature")
-            kid = self._check_root(links[0])
-            run.step("chain")
-            check_links(links, max_depth=self._max_depth)
-            checked = _Checked(tuple(links), tuple(link.claims for link in links), kid)
-            self._remember(token, checked)
-        else:
-            run.step("cache")
+        cached = token in self._cache
+        checked = self._checked(run, token)
         chain = checked.claims
         leaf = chain[-1]
         run.step("time")
@@ -286,19 +311,50 @@ class Verifier:
         proof = self._check_binding(token, leaf, request, now)
         return Verified(leaf, chain, checked.kid, proof, run.timings, cached)
 
+    def _checked(self, run: _Run, token: str) -> _Checked:
+        """Parse, signature and chain: from the cache when these bytes were checked before."""
+        checked = self._cache.get(token)
+        if checked is not None:
+            run.step("cache")
+            return checked
+        run.step("parse")
+        links = parse_chain(token, max_size=self._max_size, max_depth=self._max_depth)
+        run.step("signature")
+        kid = self._check_root(links[0])
+        run.step("chain")
+        check_links(links, max_depth=self._max_depth)
+        checked = _Checked(tuple(links), tuple(link.claims for link in links), kid)
+        self._remember(token, checked)
+        return checked
+
     def _replay_key(self, proof: DpopProof) -> tuple[str, float]:
         return f"{proof.jkt}:{proof.jti}", proof.iat + self._dpop_max_age + self._leeway
 
     def _check_replay(self, first_use: _FirstUse, proof: DpopProof, now: float) -> None:
         key, expires = self._replay_key(proof)
-        if not first_use(key, expires_at=expires, now=now):
+        try:
+            first = first_use(key, expires_at=expires, now=now)
+        except CouponError:
+            raise
+        except Exception as exc:  # an adapter's own failure is a denial, never an allow
+            raise DependencyUnavailable(
+                codes.UNAVAILABLE_REPLAY, f"replay check failed: {type(exc).__name__}"
+            ) from exc
+        if not first:
             raise ProofReplayed(codes.REPLAY, f"DPoP proof {proof.jti} was already used")
 
     def _check_revocation(self, run: _Run, verified: Verified, now: float) -> None:
         if self._revocations is None:
             return
         run.step("revocation")
-        reason = self._revocations.revoked(self._facts(verified), now=now)
+        try:
+            reason = self._revocations.revoked(self._facts(verified), now=now)
+        except CouponError:
+            raise
+        except Exception as exc:  # an adapter's own failure is a denial, never an allow
+            raise DependencyUnavailable(
+                codes.UNAVAILABLE_REVOCATION, f"revocation check failed: {type(exc).__name__}"
+            ) from exc
         if reason is not None:
             raise CouponRevoked(codes.REVOKED, reason)
 
@@ -311,7 +367,7 @@ class Verifier:
 
     def _check_root(self, root: Link) -> str:
         kid: str = root.header["kid"]
-        key = self.keys.get(kid)
+        key = self._keys.get(kid)
         if key is None:
             raise InvalidCoupon(codes.HEADER_KID, f"no trusted key with kid {kid!r}")
         if root.header["alg"] != key.alg:
@@ -321,7 +377,7 @@ class Verifier:
         if not key.verify(root.jws.signature, root.jws.signing_input):
             raise InvalidSignature(codes.SIGNATURE, f"signature does not verify with key {kid}")
         if root.claims.dep > self._max_depth:
-            raise InvalidCoupon(
+            raise InvalidChain(
                 codes.CHAIN_DEPTH, f"depth {root.claims.dep} exceeds {self._max_depth}"
             )
         return kid
@@ -337,10 +393,10 @@ class Verifier:
                 )
             if now >= c.exp + leeway:
                 raise InvalidCoupon(codes.TIME_EXPIRED, f"expired at {c.exp}, now {int(now)}")
-            if now < c.nbf - leeway:
-                raise InvalidCoupon(codes.TIME_NOT_YET, f"valid from {c.nbf}, now {int(now)}")
             if c.iat > now + leeway:
                 raise InvalidCoupon(codes.TIME_ISSUED_FUTURE, f"issued at {c.iat}, now {int(now)}")
+            if now < c.nbf - leeway:
+                raise InvalidCoupon(codes.TIME_NOT_YET, f"valid from {c.nbf}, now {int(now)}")
 
     def _check_audience(self, root: Claims, leaf: Claims, request: Request) -> None:
         if request.audience not in leaf.aud:
@@ -364,7 +420,9 @@ class Verifier:
             raise InsufficientScope(
                 codes.SCOPE_ACTION, f"action {request.action!r} not in {sorted(leaf.act)}"
             )
-        if request.purpose is not None and not purpose_covers(leaf.pur, request.purpose):
+        if request.purpose is not None and not purpose_covers(
+            leaf.pur, parse_purpose(request.purpose)
+        ):
             raise InsufficientScope(
                 codes.SCOPE_PURPOSE, f"purpose {request.purpose!r} not within {leaf.pur!r}"
             )

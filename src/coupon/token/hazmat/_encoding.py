@@ -48,7 +48,26 @@ def b64url_decode(text: str) -> bytes:
         raise MalformedCoupon(codes.TOKEN_BASE64, str(exc)) from None
 
 
+def _has_surrogate(text: str) -> bool:
+    # json decodes "\ud800" escapes into lone surrogates, which no UTF-8 encoder accepts
+    # later (logs, audit, comparisons); ASCII text, the common case, is checked in O(1) C.
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _pairs_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    for key, value in pairs:
+        if _has_surrogate(key) or (type(value) is str and _has_surrogate(value)):
+            raise MalformedCoupon(codes.TOKEN_JSON, "lone surrogate in a JSON string")
+        if type(value) is list:
+            for item in value:
+                if type(item) is str and _has_surrogate(item):
+                    raise MalformedCoupon(codes.TOKEN_JSON, "lone surrogate in a JSON string")
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()

@@ -1,0 +1,136 @@
+"""Who is calling the Authority: authenticators (a plug-in point) and roles.
+
+An authenticator looks at the request headers and either recognises its scheme (returning a
+:class:`Principal` or raising ``AuthenticationFailed``) or says it is not its scheme (None).
+API keys are the first scheme; OIDC and mTLS callers plug in beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from coupon import codes
+from coupon.errors import AuthenticationFailed, Forbidden
+from coupon.storage.base import ApiKeyRecord
+
+__all__ = [
+    "API_KEY_HEADER",
+    "ROLES",
+    "ApiKeyAuthenticator",
+    "Authenticator",
+    "Principal",
+    "authenticate",
+    "new_api_key",
+    "require_role",
+]
+
+ROLES: Final = frozenset({"admin", "issuer", "auditor", "verifier"})
+API_KEY_HEADER: Final = "x-api-key"
+_API_KEY: Final = re.compile(r"cpk_([A-Za-z0-9]{16})_([A-Za-z0-9_-]{43})")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller."""
+
+    id: str
+    roles: frozenset[str]
+    tenant: str | None
+    method: str
+
+    def audit(self) -> dict[str, object]:
+        """The caller as it appears in audit events."""
+        return {
+            "id": self.id,
+            "roles": sorted(self.roles),
+            "tenant": self.tenant,
+            "method": self.method,
+        }
+
+
+class Authenticator(Protocol):
+    """One authentication scheme."""
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Principal | None: ...
+
+
+class ApiKeyStore(Protocol):
+    async def get_api_key(self, key_id: str) -> ApiKeyRecord | None: ...
+
+
+def _hash(secret: str) -> bytes:
+    # The secret is 256 random bits, so a plain SHA-256 is as strong as a slow hash here.
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def new_api_key(
+    name: str, roles: Sequence[str], *, tenant: str | None = None, now: int | None = None
+) -> tuple[str, ApiKeyRecord]:
+    """Make a credential: the text to hand out once, and the record to store."""
+    unknown = set(roles) - ROLES
+    if unknown:
+        raise ValueError(f"unknown roles {sorted(unknown)}")
+    key_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    record = ApiKeyRecord(
+        key_id=key_id,
+        secret_hash=_hash(secret),
+        name=name,
+        roles=sorted(roles),
+        tenant=tenant,
+        created_at=int(time.time()) if now is None else now,
+    )
+    return f"cpk_{key_id}_{secret}", record
+
+
+class ApiKeyAuthenticator:
+    """``X-API-Key: cpk_<id>_<secret>`` checked against the stored hash."""
+
+    def __init__(self, store: ApiKeyStore) -> None:
+        self._store = store
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Principal | None:
+        given = headers.get(API_KEY_HEADER)
+        if given is None:
+            return None
+        match = _API_KEY.fullmatch(given)
+        if match is None:
+            raise AuthenticationFailed(codes.AUTH_INVALID, "malformed API key")
+        record = await self._store.get_api_key(match.group(1))
+        # Compare even when the record is missing, so timing does not reveal which ids exist.
+        expected = record.secret_hash if record is not None else b"\0" * 32
+        if not hmac.compare_digest(expected, _hash(match.group(2))) or record is None:
+            raise AuthenticationFailed(codes.AUTH_INVALID, "unknown API key")
+        if record.disabled:
+            raise AuthenticationFailed(codes.AUTH_INVALID, "API key disabled")
+        return Principal(
+            id=f"apikey:{record.name}",
+            roles=frozenset(record.roles),
+            tenant=record.tenant,
+            method="api-key",
+        )
+
+
+async def authenticate(
+    authenticators: Sequence[Authenticator], headers: Mapping[str, str]
+) -> Principal:
+    """Run the schemes in order; the first that recognises the request decides."""
+    for authenticator in authenticators:
+        principal = await authenticator.authenticate(headers)
+        if principal is not None:
+            return principal
+    raise AuthenticationFailed(codes.AUTH_MISSING, "no credentials (send X-API-Key)")
+
+
+def require_role(principal: Principal, *roles: str) -> None:
+    """Raise ``Forbidden`` unless the caller has one of ``roles`` (admin has every role)."""
+    if "admin" in principal.roles or principal.roles & set(roles):
+        return
+    raise Forbidden(codes.AUTH_FORBIDDEN, f"needs one of the roles {sorted(roles)}")

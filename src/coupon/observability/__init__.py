@@ -1,0 +1,16 @@
+"""Observability: structured logs, Prometheus metrics and OpenTelemetry spans."""
+
+from ._logging import REDACTED, configure_logging, get_logger, redact
+from ._metrics import AuthorityMetrics
+from ._tracing import CorrelationMiddleware, current_ids, tracer_provider
+
+__all__ = [
+    "REDACTED",
+    "AuthorityMetrics",
+    "CorrelationMiddleware",
+    "configure_logging",
+    "current_ids",
+    "get_logger",
+    "redact",
+    "tracer_provider",
+]

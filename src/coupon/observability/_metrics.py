@@ -1,0 +1,71 @@
+"""Prometheus metrics of the Authority, on one registry per app (tests stay independent)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["AuthorityMetrics"]
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+@dataclass
+class AuthorityMetrics:
+    """Every metric the Authority exports."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.decisions = Counter(
+            "coupon_decisions_total",
+            "Authority decisions by operation, result and code.",
+            ["operation", "result", "code"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "coupon_http_request_duration_seconds",
+            "HTTP request latency by route and status.",
+            ["route", "method", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.verify_seconds = Histogram(
+            "coupon_verify_duration_seconds",
+            "Time spent verifying a coupon (library pipeline).",
+            ["result"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.policy_seconds = Histogram(
+            "coupon_policy_evaluation_seconds",
+            "Policy evaluation latency.",
+            ["result"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.revocation_staleness = Gauge(
+            "coupon_revocation_staleness_seconds",
+            "Age of the newest confirmed revocation state in this process.",
+            registry=r,
+        )
+        self.revocation_cursor = Gauge(
+            "coupon_revocation_cursor",
+            "Sequence number of the newest revocation applied in this process.",
+            registry=r,
+        )
+        self.revocations = Counter(
+            "coupon_revocations_total", "Revocations made, by kind.", ["kind"], registry=r
+        )
+        self.audit_events = Counter(
+            "coupon_audit_events_total", "Audit events written, by action.", ["action"], registry=r
+        )
+        self.keys = Gauge("coupon_keys", "Signing keys by state.", ["state"], registry=r)
+        self.shed = Counter(
+            "coupon_load_shed_total",
+            "Requests shed by replay-storm protection.",
+            ["scope"],
+            registry=r,
+        )
