@@ -189,3 +189,6 @@ UNAVAILABLE_SIGNER = _c(
     503,
     "temporarily_unavailable",
 )
+
+# --- internal ----------------------------------------------------------------------------------
+INTERNAL = _c("CPN-INT-001", "internal error", "InternalError", 500, "server_error")

@@ -22,7 +22,8 @@ Every error that untrusted input can cause is a :class:`CouponError` carrying a 
     ├── PolicyDenied               (403) the policy refused the request
     ├── RateLimited                (429) load shed; retry after the hinted delay
     ├── NotFound                   (404)
-    └── Conflict                   (409)
+    ├── Conflict                   (409)
+    └── InternalError              (500) a bug: reported without details, logged in full
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "DependencyUnavailable",
     "Forbidden",
     "InsufficientScope",
+    "InternalError",
     "InvalidChain",
     "InvalidCoupon",
     "InvalidProof",
@@ -159,6 +161,10 @@ class Conflict(CouponError):
     """The request conflicts with the current state."""
 
 
+class InternalError(CouponError):
+    """Something that should never happen did; the details go to the log only."""
+
+
 _KINDS: dict[str, type[CouponError]] = {
     cls.__name__: cls
     for cls in (
@@ -180,6 +186,7 @@ _KINDS: dict[str, type[CouponError]] = {
         RateLimited,
         NotFound,
         Conflict,
+        InternalError,
     )
 }
 

@@ -49,15 +49,19 @@ class Settings(BaseSettings):
     )
 
     # -- coupons ---------------------------------------------------------------------------------
-    key_algorithm: str = Field("EdDSA", pattern="^(EdDSA|ES256)$")
+    key_algorithm: str = Field(
+        "EdDSA", pattern="^(EdDSA|ES256)$", description="Algorithm of new signing keys."
+    )
     max_ttl: int = Field(3600, gt=0, description="Longest coupon lifetime in seconds.")
-    default_ttl: int = Field(300, gt=0)
+    default_ttl: int = Field(300, gt=0, description="Lifetime when a request names none.")
     leeway: int = Field(30, ge=0, le=300, description="Clock-skew tolerance in seconds.")
-    max_depth: int = Field(4, ge=0, le=16)
+    max_depth: int = Field(4, ge=0, le=16, description="Deepest delegation accepted.")
     key_rotation_interval: int = Field(
         0, ge=0, description="Rotate the signing key every N seconds (0 = only on request)."
     )
-    key_reload_interval: float = Field(5.0, gt=0)
+    key_reload_interval: float = Field(
+        5.0, gt=0, description="Seconds between key and policy reloads from the database."
+    )
 
     # -- policy ----------------------------------------------------------------------------------
     policy_deadline_ms: int = Field(50, gt=0, description="Per-evaluation deadline; fails closed.")
@@ -66,21 +70,27 @@ class Settings(BaseSettings):
     )
 
     # -- revocation and replay -------------------------------------------------------------------
-    revocation_poll_interval: float = Field(1.0, gt=0)
+    revocation_poll_interval: float = Field(
+        1.0, gt=0, description="Seconds between revocation pulls (the push fallback)."
+    )
     revocation_max_staleness: float = Field(
         10.0, gt=0, description="Deny everything when the revocation view is older than this."
     )
-    dpop_max_age: int = Field(60, gt=0)
-    dpop_nonce_required: bool = Field(False)
-    dpop_nonce_lifetime: int = Field(300, gt=0)
+    dpop_max_age: int = Field(60, gt=0, description="How old a DPoP proof may be (s).")
+    dpop_nonce_required: bool = Field(
+        False, description="Require Authority-issued DPoP nonces (GET /v1/time)."
+    )
+    dpop_nonce_lifetime: int = Field(300, gt=0, description="How long a nonce is good (s).")
     replay_limit_per_coupon: int = Field(
         200, gt=0, description="Verifications per coupon per second before shedding load."
     )
-    replay_limit_per_subject: int = Field(1000, gt=0)
+    replay_limit_per_subject: int = Field(
+        1000, gt=0, description="Verifications per subject per second before shedding load."
+    )
 
     # -- observability ---------------------------------------------------------------------------
-    log_level: str = Field("INFO")
-    log_json: bool = Field(True)
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_json: bool = Field(True, description="JSON log lines (false: console format).")
 
     @field_validator("data_dir")
     @classmethod

@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 import rfc8785
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from coupon.storage.base import AuditRecord
@@ -27,17 +25,9 @@ __all__ = [
     "AuditSigner",
     "AuditSink",
     "StoreAuditSink",
-    "derive_secret",
 ]
 
 AUDIT_CONTEXT: Final = b"coupon-audit-v1\n"
-
-
-def derive_secret(master: bytes, label: str, length: int = 32) -> bytes:
-    """A purpose-bound secret derived from the master key (HKDF-SHA256), same in every process."""
-    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=label.encode()).derive(
-        master
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +77,8 @@ class AuditSigner:
         self.kid = "audit:" + self.public_b64[:16]
 
     @classmethod
-    def from_master(cls, master: bytes) -> AuditSigner:
-        """Derive the audit key from the master key."""
-        seed = derive_secret(master, "coupon/audit-signing/v1")
+    def from_seed(cls, seed: bytes) -> AuditSigner:
+        """The key for a 32-byte seed (the Authority derives it from its master key)."""
         return cls(Ed25519PrivateKey.from_private_bytes(seed))
 
     def sign(self, canonical: bytes) -> bytes:
@@ -123,16 +112,20 @@ class StoreAuditSink:
         self._signer = signer
         self._on_emit = on_emit
 
-    async def emit(self, event: AuditEvent) -> AuditRecord:
+    def prepare(self, event: AuditEvent) -> AuditRecord:
+        """Canonicalise and sign ``event``; the caller stores it with the change it records."""
         now_ms = int(time.time() * 1000)
         canonical = rfc8785.dumps(event.document(event_id=uuid.uuid4().hex, at_ms=now_ms))
-        record = AuditRecord(
+        return AuditRecord(
             event=canonical,
             signature=self._signer.sign(canonical),
             kid=self._signer.kid,
             created_at=now_ms // 1000,
         )
-        stored = await self._store.add_audit(record)
+
+    async def emit(self, event: AuditEvent) -> AuditRecord:
+        """Sign and store ``event`` on its own."""
+        stored = await self._store.add_audit(self.prepare(event))
         if self._on_emit is not None:
             self._on_emit(event.action)
         return stored

@@ -26,6 +26,7 @@ __all__ = [
     "ApiKeyAuthenticator",
     "Authenticator",
     "Principal",
+    "api_key_record",
     "authenticate",
     "new_api_key",
     "require_role",
@@ -33,7 +34,7 @@ __all__ = [
 
 ROLES: Final = frozenset({"admin", "issuer", "auditor", "verifier"})
 API_KEY_HEADER: Final = "x-api-key"
-_API_KEY: Final = re.compile(r"cpk_([A-Za-z0-9]{16})_([A-Za-z0-9_-]{43})")
+_API_KEY: Final = re.compile(r"cpk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,20 +75,33 @@ def new_api_key(
     name: str, roles: Sequence[str], *, tenant: str | None = None, now: int | None = None
 ) -> tuple[str, ApiKeyRecord]:
     """Make a credential: the text to hand out once, and the record to store."""
+    credential = f"cpk_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
+    return credential, api_key_record(credential, name, roles, tenant=tenant, now=now)
+
+
+def api_key_record(
+    credential: str,
+    name: str,
+    roles: Sequence[str],
+    *,
+    tenant: str | None = None,
+    now: int | None = None,
+) -> ApiKeyRecord:
+    """The record that stores ``credential`` (e.g. one an operator chose for bootstrap)."""
     unknown = set(roles) - ROLES
     if unknown:
         raise ValueError(f"unknown roles {sorted(unknown)}")
-    key_id = secrets.token_hex(8)
-    secret = secrets.token_urlsafe(32)
-    record = ApiKeyRecord(
-        key_id=key_id,
-        secret_hash=_hash(secret),
+    match = _API_KEY.fullmatch(credential)
+    if match is None:
+        raise ValueError("an API key looks like cpk_<16 alphanumerics>_<43 base64url>")
+    return ApiKeyRecord(
+        key_id=match.group(1),
+        secret_hash=_hash(match.group(2)),
         name=name,
         roles=sorted(roles),
         tenant=tenant,
         created_at=int(time.time()) if now is None else now,
     )
-    return f"cpk_{key_id}_{secret}", record
 
 
 class ApiKeyAuthenticator:

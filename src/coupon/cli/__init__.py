@@ -36,7 +36,14 @@ __all__ = ["app", "main"]
 
 #: Importing a command module registers its commands; ``--help`` lists them in this order.
 #: A new command module (``up``, ``revoke``, ``ledger``) adds its name here.
-COMMAND_MODULES: Final = ("_keys_cmds", "_token_cmds", "_inspect_cmds", "_verify_cmd", "_dpop_cmds")
+COMMAND_MODULES: Final = (
+    "_up_cmd",
+    "_keys_cmds",
+    "_token_cmds",
+    "_inspect_cmds",
+    "_verify_cmd",
+    "_dpop_cmds",
+)
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")
 

@@ -97,8 +97,9 @@ class RevocationChecker(Protocol):
 class MemoryRevocations:
     """Revocations held in this process.
 
-    Subject, tenant and key revocations apply to coupons issued at or before the moment of
-    revocation, so a fresh coupon issued afterwards is not caught by an old revocation.
+    Subject and tenant revocations apply to coupons issued at or before the moment of
+    revocation, so a fresh coupon issued afterwards is not caught by an old revocation. A key
+    revocation applies to every coupon the key signed: a forger chooses ``iat`` too.
     """
 
     jtis: dict[str, str] = field(default_factory=dict)
@@ -117,11 +118,12 @@ class MemoryRevocations:
             hit = self.subjects.get(subject)
             if hit is not None and facts.issued_at <= hit[0]:
                 return f"subject {subject} revoked: {hit[1]}"
-        for name, table, value in (
-            ("tenant", self.tenants, facts.tenant),
-            ("key", self.kids, facts.kid),
-        ):
-            hit = table.get(value)
-            if hit is not None and facts.issued_at <= hit[0]:
-                return f"{name} {value} revoked: {hit[1]}"
+        hit = self.tenants.get(facts.tenant)
+        if hit is not None and facts.issued_at <= hit[0]:
+            return f"tenant {facts.tenant} revoked: {hit[1]}"
+        # A revoked key is revoked for every coupon it signed, whatever their iat says:
+        # whoever stole the key writes iat too.
+        key_hit = self.kids.get(facts.kid)
+        if key_hit is not None:
+            return f"key {facts.kid} revoked: {key_hit[1]}"
         return None

@@ -445,7 +445,20 @@ class Verifier:
             )
         if request.method is None or request.uri is None:
             raise TypeError("a DPoP proof needs request.method and request.uri")
-        proof = verify_dpop_proof(
+        try:
+            proof = self._verify_proof(token, request, now)
+        except CouponError as exc:
+            exc.step = "binding"  # the DPoP check's own sub-step stays in the reason
+            raise
+        if proof.jkt != leaf.cnf.jkt:
+            raise InvalidProof(codes.POP_KEY_BINDING, "the DPoP proof is signed by another key")
+        return proof
+
+    def _verify_proof(self, token: str, request: Request, now: float) -> DpopProof:
+        assert request.dpop is not None
+        assert request.method is not None
+        assert request.uri is not None
+        return verify_dpop_proof(
             request.dpop,
             method=request.method,
             uri=request.uri,
@@ -456,9 +469,6 @@ class Verifier:
             max_age=self._dpop_max_age,
             leeway=self._leeway,
         )
-        if proof.jkt != leaf.cnf.jkt:
-            raise InvalidProof(codes.POP_KEY_BINDING, "the DPoP proof is signed by another key")
-        return proof
 
     @staticmethod
     def _facts(checked: Verified) -> RevocationFacts:

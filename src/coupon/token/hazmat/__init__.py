@@ -16,6 +16,7 @@ from ._algorithms import (
     public_key_from_jwk,
     public_key_to_jwk,
     sign,
+    verify_ed25519,
     verify_signature,
 )
 from ._encoding import b64url_decode, b64url_encode, dumps_compact, loads_object
@@ -38,5 +39,6 @@ __all__ = [
     "public_key_from_jwk",
     "public_key_to_jwk",
     "sign",
+    "verify_ed25519",
     "verify_signature",
 ]

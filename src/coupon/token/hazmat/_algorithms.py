@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+import nacl.exceptions
+import nacl.signing
 from cryptography.exceptions import InvalidSignature as _CryptoInvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
@@ -19,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
     encode_dss_signature,
 )
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from coupon import codes
 from coupon.errors import InvalidRequest, MalformedCoupon
@@ -35,6 +38,7 @@ __all__ = [
     "public_key_from_jwk",
     "public_key_to_jwk",
     "sign",
+    "verify_ed25519",
     "verify_signature",
 ]
 
@@ -144,8 +148,6 @@ def _int_b64(value: int, size: int | None = None) -> str:
 def public_key_to_jwk(key: PublicKey) -> dict[str, str]:
     """Return the required public members of ``key`` as a JWK (no ``kid``, no ``alg``)."""
     if isinstance(key, ed25519.Ed25519PublicKey):
-        from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
         raw = key.public_bytes(Encoding.Raw, PublicFormat.Raw)
         return {"crv": "Ed25519", "kty": "OKP", "x": b64url_encode(raw)}
     if isinstance(key, ec.EllipticCurvePublicKey):
@@ -184,6 +186,22 @@ def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     return b64url_encode(hashlib.sha256(canonical).digest())
 
 
+def verify_ed25519(public: bytes, signature: bytes, data: bytes) -> bool:
+    """Ed25519 verification by libsodium.
+
+    libsodium refuses small-order public keys and non-canonical encodings, which OpenSSL
+    accepts: with the identity point as "key", one signature verifies for every message.
+    It is also faster here. Every Ed25519 check in the project goes through this function.
+    """
+    if len(signature) != 64 or len(public) != 32:
+        return False
+    try:
+        nacl.signing.VerifyKey(public).verify(data, signature)
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError):
+        return False
+    return True
+
+
 def verify_signature(alg: str, key: PublicKey, signature: bytes, data: bytes) -> bool:
     """Return whether ``signature`` over ``data`` verifies with ``key`` under ``alg``.
 
@@ -192,8 +210,7 @@ def verify_signature(alg: str, key: PublicKey, signature: bytes, data: bytes) ->
     """
     try:
         if alg == "EdDSA" and isinstance(key, ed25519.Ed25519PublicKey):
-            key.verify(signature, data)
-            return True
+            return verify_ed25519(key.public_bytes(Encoding.Raw, PublicFormat.Raw), signature, data)
         if alg in _EC_HASH and isinstance(key, ec.EllipticCurvePublicKey):
             size = ALGORITHMS[alg].coordinate_size
             if len(signature) != 2 * size or key.curve.name != _CURVES[ALGORITHMS[alg].crv].name:  # type: ignore[index]

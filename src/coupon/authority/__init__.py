@@ -1,0 +1,1 @@
+"""The Coupon Authority service."""

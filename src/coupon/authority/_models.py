@@ -1,0 +1,151 @@
+"""The Authority's REST request and response bodies (they make the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "AttenuateRequest",
+    "BindingModel",
+    "CouponResponse",
+    "IssueRequest",
+    "RevocationModel",
+    "RevocationsPage",
+    "RevokeRequest",
+    "RevokeResponse",
+    "VerifyRequest",
+    "VerifyResponse",
+]
+
+Name = Field(min_length=1, max_length=256)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BindingModel(_Strict):
+    """The key the coupon binds (RFC 7800 ``cnf``): exactly one member."""
+
+    jkt: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{43}$", description="DPoP key thumbprint")
+    x5t_s256: str | None = Field(
+        None,
+        alias="x5t#S256",
+        pattern=r"^[A-Za-z0-9_-]{43}$",
+        description="Client certificate SHA-256 thumbprint (RFC 8705)",
+    )
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BindingModel:
+        if (self.jkt is None) == (self.x5t_s256 is None):
+            raise ValueError("binding needs exactly one of jkt and x5t#S256")
+        return self
+
+
+class IssueRequest(_Strict):
+    """Ask the Authority for a root coupon."""
+
+    subject: str = Field(min_length=1, max_length=256, description="The holder (sub).")
+    audience: list[str] = Field(min_length=1, max_length=16)
+    tenant: str = Field(min_length=1, max_length=256)
+    resource: str = Field(min_length=1, max_length=1024, description="Resource pattern.")
+    actions: list[str] = Field(min_length=1, max_length=32)
+    purpose: str = Field(min_length=1, max_length=512)
+    ttl: int | None = Field(None, ge=1, le=86_400, description="Seconds; capped by policy.")
+    binding: BindingModel
+
+
+class AttenuateRequest(_Strict):
+    """Ask for a sub-coupon of the coupon in ``Authorization: DPoP``; left-out scope is kept."""
+
+    subject: str = Field(min_length=1, max_length=256, description="The delegate (sub).")
+    audience: list[str] | None = Field(None, min_length=1, max_length=16)
+    resource: str | None = Field(None, min_length=1, max_length=1024)
+    actions: list[str] | None = Field(None, min_length=1, max_length=32)
+    purpose: str | None = Field(None, min_length=1, max_length=512)
+    ttl: int | None = Field(None, ge=1, le=86_400)
+    binding: BindingModel
+
+
+class CouponResponse(BaseModel):
+    """An issued coupon and what the Authority recorded about it."""
+
+    coupon: str
+    token_type: Literal["DPoP", "mTLS"]
+    jti: str
+    lineage: str
+    kid: str
+    issued_at: int
+    expires_at: int
+    expires_in: int
+    policy_version: str | None
+    claims: dict[str, Any]
+    trace_id: str
+
+
+class VerifyRequest(_Strict):
+    """Verify a coupon (or offline chain) for one request."""
+
+    coupon: str = Field(min_length=1, max_length=16_384)
+    audience: str = Field(min_length=1, max_length=256)
+    resource: str | None = Field(None, max_length=1024)
+    action: str | None = Field(None, max_length=64)
+    purpose: str | None = Field(None, max_length=512)
+    tenant: str | None = Field(None, max_length=256)
+    dpop: str | None = Field(None, max_length=8192, description="The DPoP proof header value.")
+    htm: str | None = Field(None, max_length=16, description="HTTP method the proof is for.")
+    htu: str | None = Field(None, max_length=4096, description="HTTP URI the proof is for.")
+    certificate_thumbprint: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]{43}$", description="x5t#S256 of the client certificate."
+    )
+
+
+class VerifyResponse(BaseModel):
+    """The decision: allow, or the stable code and reason of the denial."""
+
+    allow: bool
+    code: str | None = None
+    title: str | None = None
+    reason: str | None = None
+    step: str | None = None
+    claims: dict[str, Any] | None = None
+    chain: list[dict[str, Any]] | None = None
+    kid: str | None = None
+    trace_id: str
+    timings_us: dict[str, float]
+
+
+class RevokeRequest(_Strict):
+    """Revoke by jti, lineage (the whole family), subject, tenant or signing key id."""
+
+    kind: Literal["jti", "lineage", "subject", "tenant", "kid"]
+    value: str = Field(min_length=1, max_length=256)
+    reason: str = Field(min_length=1, max_length=512)
+
+
+class RevocationModel(BaseModel):
+    """One durable revocation in the feed."""
+
+    seq: int
+    kind: str
+    value: str
+    reason: str
+    actor: str
+    revoked_at: int
+
+
+class RevokeResponse(BaseModel):
+    """What was revoked (a jti revocation also covers coupons issued below it)."""
+
+    revocations: list[RevocationModel]
+    cursor: int
+
+
+class RevocationsPage(BaseModel):
+    """A page of the pull feed; pass ``cursor`` as ``after`` next time."""
+
+    revocations: list[RevocationModel]
+    cursor: int

@@ -1,0 +1,360 @@
+"""Everything one Authority process runs on, built from :class:`Settings`.
+
+Embedded default: SQLite under ``data_dir``, in-process revocation bus, replay store and
+storm guard. Production: the same code with PostgreSQL (``COUPON_DATABASE_URL``) and Redis
+(``COUPON_REDIS_URL``), so several processes behave as one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from coupon import codes
+from coupon.errors import Conflict, CouponError, DependencyUnavailable
+from coupon.keys import Keyring, MasterKey
+from coupon.observability import AuthorityMetrics, get_logger
+from coupon.policy import (
+    BUILTIN_VERSION,
+    Envelope,
+    PolicyDecision,
+    PolicyEngine,
+    PolicyInput,
+    key_id,
+    trusted_keys_from_settings,
+    verify_envelope,
+)
+from coupon.settings import Settings
+from coupon.storage.base import RevocationRecord
+from coupon.storage.sql import SqlStore
+from coupon.token import KeySet, Request, Verified, Verifier, parse_chain
+
+from ._audit import AuditSigner, StoreAuditSink
+from ._auth import ApiKeyAuthenticator, Authenticator, api_key_record, new_api_key
+from ._fanout import InProcessBus, RedisBus, RevocationBus, RevocationSync
+from ._nonce import NonceService
+from ._replay import AsyncReplayStore, MemoryAsyncReplayStore, RedisReplayStore, redis_client
+from ._revocation import RevocationView
+from ._storm import MemoryStormGuard, RedisStormGuard, StormGuard
+
+__all__ = ["ADMIN_KEY_FILE", "POLICY_KEY_FILE", "Runtime"]
+
+ADMIN_KEY_FILE = "admin.key"
+POLICY_KEY_FILE = "policy-signing.key"
+_log = get_logger("coupon.authority")
+
+
+def _write_secret(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _local_policy_key(data_dir: Path) -> Ed25519PrivateKey:
+    """The embedded default's own bundle-signing key (created on first start, mode 0600)."""
+    path = data_dir / POLICY_KEY_FILE
+    if path.exists():
+        return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(path.read_text().strip()))
+    key = Ed25519PrivateKey.generate()
+    raw = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    _write_secret(path, raw.hex())
+    return key
+
+
+class Runtime:
+    """The long-lived parts of one Authority process and their background tasks.
+
+    Build it with :meth:`start`; the constructor only assembles parts that already exist.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: SqlStore,
+        keyring: Keyring,
+        engine: PolicyEngine,
+        trusted_policy_keys: dict[str, Ed25519PublicKey],
+        local_policy_key: Ed25519PrivateKey | None,
+        audit_signer: AuditSigner,
+        nonces: NonceService,
+        redis: Any,
+        bus: RevocationBus,
+        replay: AsyncReplayStore,
+        storm: StormGuard,
+        view: RevocationView,
+        sync: RevocationSync,
+        closers: list[Any],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.keyring = keyring
+        self.engine = engine
+        self.trusted_policy_keys = trusted_policy_keys
+        self.local_policy_key = local_policy_key
+        self.audit_signer = audit_signer
+        self.audit_sink = StoreAuditSink(store, audit_signer)
+        self.nonces = nonces
+        self.redis = redis
+        self.bus = bus
+        self.replay = replay
+        self.storm = storm
+        self.view = view
+        self.sync = sync
+        self.authenticators: list[Authenticator] = [ApiKeyAuthenticator(store)]
+        self.metrics = AuthorityMetrics()
+        self.max_token = 8192
+        self.policy_version = BUILTIN_VERSION
+        self.admin_credential: str | None = None
+        self._closers = closers
+        self._tasks: list[asyncio.Task[None]] = []
+        self._verifier: Verifier | None = None
+        self._verifier_keys: KeySet | None = None
+
+    # -- start and stop --------------------------------------------------------------------------
+
+    @classmethod
+    async def start(cls, settings: Settings) -> Runtime:
+        """Connect, migrate, load keys, policy and revocations, start background tasks."""
+        s = settings
+        closers: list[Any] = []
+        store = await SqlStore.connect(s.sqlalchemy_url)
+        closers.append(store.close)
+        await store.migrate()
+        master = MasterKey.load_or_create(s)
+        keyring = await Keyring.open(
+            store,
+            master,
+            alg=s.key_algorithm,
+            max_ttl=s.max_ttl,
+            leeway=s.leeway,
+            grace=int(s.key_reload_interval) + 1,
+        )
+        engine = PolicyEngine.builtin()
+        closers.append(engine.close)
+        trusted = trusted_keys_from_settings(s.policy_trusted_keys)
+        local_policy_key = None
+        if not s.database_url:
+            local_policy_key = _local_policy_key(s.data_dir)
+            trusted[key_id(local_policy_key.public_key())] = local_policy_key.public_key()
+        redis: Any = None
+        bus: RevocationBus
+        replay: AsyncReplayStore
+        storm: StormGuard
+        if s.redis_url:
+            redis = redis_client(s.redis_url)
+            closers.append(redis.aclose)
+            bus = RedisBus(s.redis_url, client_name="coupon-authority")
+            replay = RedisReplayStore(redis)
+            storm = RedisStormGuard(
+                redis, per_coupon=s.replay_limit_per_coupon, per_subject=s.replay_limit_per_subject
+            )
+        else:
+            bus = InProcessBus()
+            replay = MemoryAsyncReplayStore()
+            storm = MemoryStormGuard(
+                per_coupon=s.replay_limit_per_coupon, per_subject=s.replay_limit_per_subject
+            )
+        closers.append(bus.close)
+        view = RevocationView(max_staleness=s.revocation_max_staleness)
+        sync = RevocationSync(view, store, bus, poll_interval=s.revocation_poll_interval)
+        rt = cls(
+            s,
+            store=store,
+            keyring=keyring,
+            engine=engine,
+            trusted_policy_keys=trusted,
+            local_policy_key=local_policy_key,
+            audit_signer=AuditSigner.from_seed(master.derive("coupon/audit-signing/v1")),
+            nonces=NonceService(
+                master.derive("coupon/dpop-nonce/v1"), lifetime=s.dpop_nonce_lifetime
+            ),
+            redis=redis,
+            bus=bus,
+            replay=replay,
+            storm=storm,
+            view=view,
+            sync=sync,
+            closers=closers,
+        )
+        await rt.reload_policy()
+        sync.start()
+        try:
+            await sync.ready(timeout=10)
+        except TimeoutError:
+            _log.warning("revocation_sync_not_ready", error=sync.last_error)
+        await rt._bootstrap_admin()
+        rt._tasks.append(asyncio.create_task(rt._maintenance(), name="coupon-maintenance"))
+        return rt
+
+    async def stop(self) -> None:
+        """Stop background tasks and close connections (in reverse order of opening)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self.sync.stop()
+        for close in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                result = close()
+                if asyncio.iscoroutine(result):
+                    await result
+
+    async def _bootstrap_admin(self) -> None:
+        """On an empty credential table, create the first admin credential and keep it."""
+        if await self.store.count_api_keys() > 0:
+            path = self.settings.data_dir / ADMIN_KEY_FILE
+            if path.exists():
+                self.admin_credential = path.read_text().strip()
+            return
+        given = self.settings.admin_api_key
+        credential, record = new_api_key("admin", ["admin"])
+        if given is not None:
+            credential = given.get_secret_value()
+            record = api_key_record(credential, "admin", ["admin"])
+        try:
+            await self.store.add_api_key(record)
+        except Conflict:
+            return
+        self.admin_credential = credential
+        if not self.settings.database_url:
+            _write_secret(self.settings.data_dir / ADMIN_KEY_FILE, credential)
+
+    async def _maintenance(self) -> None:
+        interval = self.settings.key_reload_interval
+        last_rotation = time.time()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.keyring.reload()
+                await self.keyring.expire()
+                rotate_every = self.settings.key_rotation_interval
+                if rotate_every and time.time() - last_rotation >= rotate_every:
+                    await self.keyring.rotate("scheduler")
+                    last_rotation = time.time()
+                await self.reload_policy()
+                self.refresh_gauges()
+            except CouponError as exc:
+                _log.warning("maintenance_failed", code=exc.code.code, reason=exc.reason)
+            except Exception as exc:  # keep the loop alive; the next round retries
+                _log.error("maintenance_error", error=repr(exc))
+
+    def refresh_gauges(self) -> None:
+        """Set the gauges that describe state rather than events."""
+        now = time.time()
+        self.metrics.revocation_staleness.set(self.view.staleness(now))
+        self.metrics.revocation_cursor.set(self.view.cursor)
+        counts: dict[str, int] = {"next": 0, "current": 0, "retiring": 0, "retired": 0}
+        for info in self.keyring.describe():
+            counts[info["state"]] = counts.get(info["state"], 0) + 1
+        for state, count in counts.items():
+            self.metrics.keys.labels(state).set(count)
+
+    # -- policy ----------------------------------------------------------------------------------
+
+    async def reload_policy(self) -> None:
+        """Load the version the store says is active (the builtin one when none is)."""
+        history = await self.store.policy_history()
+        if not history:
+            self.policy_version = BUILTIN_VERSION
+            return
+        version = history[-1].version
+        if version != BUILTIN_VERSION and version not in self.engine:
+            record = await self.store.get_policy(version)
+            if record is None:
+                raise DependencyUnavailable(codes.POLICY_FAILED, f"active policy {version} missing")
+            bundle = verify_envelope(
+                Envelope(record.bundle, record.signature, record.signer), self.trusted_policy_keys
+            )
+            self.engine.load(bundle)
+        self.policy_version = version
+
+    async def decide(self, policy_input: PolicyInput) -> PolicyDecision:
+        """Evaluate the active policy under the deadline (fails closed)."""
+        started = time.perf_counter()
+        try:
+            decision = await self.engine.decide(
+                self.policy_version, policy_input, deadline_ms=self.settings.policy_deadline_ms
+            )
+        except CouponError:
+            self.metrics.policy_seconds.labels("error").observe(time.perf_counter() - started)
+            raise
+        result = "allow" if decision.allow else "deny"
+        self.metrics.policy_seconds.labels(result).observe(time.perf_counter() - started)
+        return decision
+
+    # -- verification ----------------------------------------------------------------------------
+
+    def verifier(self) -> Verifier:
+        """The verifier for the keys published now (rebuilt when the key set changes)."""
+        keys = self.keyring.keyset()
+        if self._verifier is None or keys is not self._verifier_keys:
+            s = self.settings
+            self._verifier = Verifier(
+                keys,
+                issuers=[s.issuer_id],
+                max_ttl=s.max_ttl,
+                leeway=s.leeway,
+                max_depth=s.max_depth,
+                max_size=self.max_token,
+                revocations=self.view,
+                nonces=self.nonces if s.dpop_nonce_required else None,
+                dpop_max_age=s.dpop_max_age,
+            )
+            self._verifier_keys = keys
+        return self._verifier
+
+    async def verify(self, token: str, request: Request, *, shed: bool = False) -> Verified:
+        """Full verification with the shared replay store; ``shed`` applies storm limits."""
+        started = time.perf_counter()
+        try:
+            if shed:
+                await self._shed(token)
+            verified = await self.verifier().verify_async(token, request, replay=self.replay)
+        except CouponError:
+            self.metrics.verify_seconds.labels("deny").observe(time.perf_counter() - started)
+            raise
+        self.metrics.verify_seconds.labels("allow").observe(time.perf_counter() - started)
+        return verified
+
+    async def _shed(self, token: str) -> None:
+        # Storm limits key on the presented coupon; an unparsable token is left to the
+        # verifier, which denies it on its own.
+        try:
+            leaf = parse_chain(token, max_size=self.max_token, max_depth=self.settings.max_depth)[
+                -1
+            ]
+        except CouponError:
+            return
+        try:
+            await self.storm.admit(leaf.claims.jti, leaf.claims.sub, now=time.time())
+        except CouponError as exc:
+            self.metrics.shed.labels(exc.code.code).inc()
+            raise
+
+    # -- revocation ------------------------------------------------------------------------------
+
+    async def publish_revocations(self, records: Sequence[RevocationRecord]) -> None:
+        """Enforce locally at once, then tell every other process (a lost publish is healed
+        by their next pull)."""
+        self.view.apply(records)
+        for record in records:
+            try:
+                await self.bus.publish(record)
+            except Exception as exc:
+                _log.warning("revocation_publish_failed", seq=record.seq, error=repr(exc))

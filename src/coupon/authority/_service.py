@@ -1,0 +1,391 @@
+"""The Authority's decisions: issue, attenuate, verify, introspect, revoke.
+
+HTTP-free: routes translate bodies into these calls and errors into problems. Every decision
+that changes state is committed together with its signed audit event before it is answered.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from coupon import codes
+from coupon.errors import CouponError, Forbidden, InvalidProof, InvalidRequest, NotFound
+from coupon.policy import PolicyCaller, PolicyDecision, PolicyInput, PolicyParent, PolicyRequest
+from coupon.storage.base import CouponRecord, RevocationKind, RevocationRecord
+from coupon.token import (
+    Binding,
+    Claims,
+    CouponBuilder,
+    Request,
+    Verified,
+    new_jti,
+    parse_chain,
+)
+
+from ._audit import AuditEvent
+from ._auth import Principal, require_role
+from ._runtime import Runtime
+
+__all__ = ["Authority", "IssueInput", "Issued", "VerifyInput"]
+
+
+@dataclass(frozen=True, slots=True)
+class IssueInput:
+    """A request for a coupon, root or sub-coupon, after HTTP parsing."""
+
+    subject: str
+    audience: tuple[str, ...]
+    tenant: str
+    resource: str
+    actions: tuple[str, ...]
+    purpose: str
+    ttl: int | None
+    binding: Binding
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A freshly issued coupon."""
+
+    token: str
+    claims: Claims
+    kid: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyInput:
+    """A verification request of a relying service."""
+
+    coupon: str
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Correlation ids of the HTTP request being served."""
+
+    trace_id: str = ""
+    request_id: str = ""
+
+
+def _binding_kind(binding: Binding) -> str:
+    return "jkt" if binding.jkt is not None else "x5t#S256"
+
+
+class Authority:
+    """The Authority's operations over one :class:`Runtime`."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+
+    # -- issue -----------------------------------------------------------------------------------
+
+    async def issue(self, caller: Principal, req: IssueInput, ctx: Context) -> Issued:
+        """Issue a root coupon if the caller's role, tenant and the policy allow it."""
+        require_role(caller, "issuer")
+        self._check_tenant(caller, req.tenant)
+        decision = await self._decide(caller, req, None, ctx, action="coupon.issue")
+        builder = self._builder(req, decision).jti(jti := new_jti()).lineage(jti)
+        return await self._sign_and_record(builder, caller, req, decision, ctx, "coupon.issue")
+
+    async def attenuate(
+        self, parent_token: str, proof: str | None, htu: str, req: IssueInput, ctx: Context
+    ) -> Issued:
+        """Issue a sub-coupon of ``parent_token`` to the holder who proves possession of it.
+
+        The parent (a coupon or an offline chain) must verify now, unrevoked, with a DPoP proof
+        (or be x5t-bound, which this REST call cannot prove, so it is refused).
+        """
+        links = parse_chain(
+            parent_token, max_size=self.rt.max_token, max_depth=self.rt.settings.max_depth
+        )
+        leaf = links[-1].claims
+        if leaf.cnf.jkt is None:
+            raise InvalidProof(
+                codes.POP_CERT_BINDING, "certificate-bound coupons are attenuated over mTLS only"
+            )
+        verified = await self.rt.verify(
+            parent_token,
+            Request(audience=leaf.aud[0], method="POST", uri=htu, dpop=proof),
+        )
+        parent = verified.claims
+        holder = Principal(
+            id=f"holder:{parent.sub}", roles=frozenset(), tenant=parent.tid, method="dpop"
+        )
+        parent_info = PolicyParent(
+            jti=parent.jti,
+            resource=str(parent.res),
+            actions=tuple(sorted(parent.act)),
+            purpose=parent.pur,
+            depth=parent.dep,
+        )
+        if parent.dep + 1 > self.rt.settings.max_depth:
+            raise InvalidRequest(codes.REQUEST_WIDENS, f"depth {parent.dep + 1} exceeds the limit")
+        decision = await self._decide(holder, req, parent_info, ctx, action="coupon.attenuate")
+        ttl = min(decision.ttl, max(parent.exp - int(time.time()), 1))
+        builder = (
+            CouponBuilder()
+            .child_of(parent_token)
+            .issuer(self.rt.settings.issuer_id)
+            .subject(req.subject)
+            .audience(*req.audience)
+            .resource(req.resource)
+            .actions(*req.actions)
+            .purpose(req.purpose)
+            .bind(req.binding)
+            .lifetime(now=int(time.time()), ttl=ttl)
+            .expires(min(int(time.time()) + ttl, parent.exp))
+            .jti(new_jti())
+        )
+        return await self._sign_and_record(builder, holder, req, decision, ctx, "coupon.attenuate")
+
+    def _check_tenant(self, caller: Principal, tenant: str) -> None:
+        if caller.tenant is not None and caller.tenant != tenant:
+            raise Forbidden(codes.AUTH_TENANT, f"caller is bound to tenant {caller.tenant!r}")
+
+    async def _decide(
+        self,
+        caller: Principal,
+        req: IssueInput,
+        parent: PolicyParent | None,
+        ctx: Context,
+        *,
+        action: str,
+    ) -> PolicyDecision:
+        ttl = req.ttl or self.rt.settings.default_ttl
+        policy_input = PolicyInput(
+            caller=PolicyCaller(
+                id=caller.id, roles=tuple(sorted(caller.roles)), tenant=caller.tenant
+            ),
+            request=PolicyRequest(
+                subject=req.subject,
+                audience=req.audience,
+                tenant=req.tenant,
+                resource=req.resource,
+                actions=req.actions,
+                purpose=req.purpose,
+                ttl=min(ttl, self.rt.settings.max_ttl),
+                binding=_binding_kind(req.binding),  # type: ignore[arg-type]
+                parent=parent,
+            ),
+            now=int(time.time()),
+        )
+        decision = await self.rt.decide(policy_input)
+        if not decision.allow:
+            await self.audit(
+                AuditEvent(
+                    action=action,
+                    result="deny",
+                    actor=caller.audit(),
+                    target={"subject": req.subject, "tenant": req.tenant, "resource": req.resource},
+                    reason=decision.reason,
+                    code=codes.POLICY_DENIED.code,
+                    policy_version=decision.version,
+                ),
+                ctx,
+            )
+            from coupon.errors import PolicyDenied
+
+            raise PolicyDenied(codes.POLICY_DENIED, decision.reason)
+        return decision
+
+    def _builder(self, req: IssueInput, decision: PolicyDecision) -> CouponBuilder:
+        return (
+            CouponBuilder()
+            .issuer(self.rt.settings.issuer_id)
+            .subject(req.subject)
+            .audience(*req.audience)
+            .tenant(req.tenant)
+            .resource(req.resource)
+            .actions(*req.actions)
+            .purpose(req.purpose)
+            .bind(req.binding)
+            .lifetime(now=int(time.time()), ttl=decision.ttl)
+            .policy(decision.version)
+        )
+
+    async def _sign_and_record(
+        self,
+        builder: CouponBuilder,
+        caller: Principal,
+        req: IssueInput,
+        decision: PolicyDecision,
+        ctx: Context,
+        action: str,
+    ) -> Issued:
+        signer = self.rt.keyring.signer
+        claims = builder.build()
+        token = builder.sign(signer)
+        record = CouponRecord(
+            jti=claims.jti,
+            lineage=claims.lin,
+            parent_jti=claims.par.jti if claims.par else None,
+            subject=claims.sub,
+            tenant=claims.tid,
+            audience=list(claims.aud),
+            resource=str(claims.res),
+            actions=sorted(claims.act),
+            purpose=claims.pur,
+            binding=claims.cnf.to_cnf(),
+            kid=signer.kid,
+            policy_version=claims.pol,
+            caller=caller.id,
+            issued_at=claims.iat,
+            expires_at=claims.exp,
+        )
+        event = AuditEvent(
+            action=action,
+            result="ok",
+            actor=caller.audit(),
+            target={
+                "jti": claims.jti,
+                "subject": claims.sub,
+                "tenant": claims.tid,
+                "resource": str(claims.res),
+                "actions": sorted(claims.act),
+                "purpose": claims.pur,
+                "expires_at": claims.exp,
+                "kid": signer.kid,
+            },
+            reason=decision.reason,
+            trace_id=ctx.trace_id,
+            request_id=ctx.request_id,
+            lineage=claims.lin,
+            policy_version=decision.version,
+        )
+        await self.rt.store.add_coupon(record, audit=self.rt.audit_sink.prepare(event))
+        self.rt.metrics.decisions.labels(action, "ok", "").inc()
+        self.rt.metrics.audit_events.labels(action).inc()
+        return Issued(token, claims, signer.kid)
+
+    # -- verify and introspect -------------------------------------------------------------------
+
+    async def verify(self, caller: Principal, req: VerifyInput, ctx: Context) -> Verified:
+        """Verify for a relying service; a denial is audited and raised."""
+        require_role(caller, "verifier", "issuer")
+        try:
+            verified = await self.rt.verify(req.coupon, req.request, shed=True)
+        except CouponError as exc:
+            self.rt.metrics.decisions.labels("coupon.verify", "deny", exc.code.code).inc()
+            await self.audit(
+                AuditEvent(
+                    action="coupon.verify",
+                    result="deny",
+                    actor=caller.audit(),
+                    target={
+                        "audience": req.request.audience,
+                        "resource": req.request.resource,
+                        "action": req.request.action,
+                    },
+                    reason=exc.reason,
+                    code=exc.code.code,
+                ),
+                ctx,
+            )
+            raise
+        self.rt.metrics.decisions.labels("coupon.verify", "allow", "").inc()
+        return verified
+
+    async def introspect(self, caller: Principal, token: str) -> dict[str, Any]:
+        """RFC 7662: ``{"active": false}`` for anything that is not a valid coupon now."""
+        require_role(caller, "verifier", "issuer", "auditor")
+        try:
+            verified = self.rt.verifier().introspect(token)
+        except CouponError:
+            return {"active": False}
+        c = verified.claims
+        return {
+            "active": True,
+            "scope": " ".join(sorted(c.act)),
+            "client_id": c.sub,
+            "token_type": "DPoP" if c.cnf.jkt else "mTLS",
+            "exp": c.exp,
+            "iat": c.iat,
+            "nbf": c.nbf,
+            "sub": c.sub,
+            "aud": list(c.aud),
+            "iss": verified.chain[0].iss,
+            "jti": c.jti,
+            "cnf": c.cnf.to_cnf(),
+            "tid": c.tid,
+            "res": str(c.res),
+            "act": sorted(c.act),
+            "pur": c.pur,
+            "lin": c.lin,
+            "dep": c.dep,
+            "pol": c.pol,
+        }
+
+    # -- revoke ----------------------------------------------------------------------------------
+
+    async def revoke(
+        self, caller: Principal, kind: RevocationKind, value: str, reason: str, ctx: Context
+    ) -> list[RevocationRecord]:
+        """Revoke durably (with its audit event), enforce locally, then fan out."""
+        require_role(caller, "issuer")
+        await self._check_revoke_scope(caller, kind, value)
+        now = int(time.time())
+        records = [
+            RevocationRecord(kind=kind, value=value, reason=reason, actor=caller.id, revoked_at=now)
+        ]
+        if kind == "jti":
+            # Sub-coupons the Authority issued below it are separate tokens: name them too.
+            # (Offline links carry the parent's jti in their chain and are caught anyway.)
+            for child in await self.rt.store.coupon_descendants(value):
+                records.append(
+                    RevocationRecord(
+                        kind="jti",
+                        value=child,
+                        reason=f"parent {value} revoked: {reason}",
+                        actor=caller.id,
+                        revoked_at=now,
+                    )
+                )
+        event = AuditEvent(
+            action="revocation.create",
+            result="ok",
+            actor=caller.audit(),
+            target={"kind": kind, "value": value, "count": len(records)},
+            reason=reason,
+            trace_id=ctx.trace_id,
+            request_id=ctx.request_id,
+            lineage=value if kind == "lineage" else None,
+        )
+        stored = await self.rt.store.add_revocations(
+            records, audit=self.rt.audit_sink.prepare(event)
+        )
+        await self.rt.publish_revocations(stored)
+        self.rt.metrics.revocations.labels(kind).inc(len(stored))
+        self.rt.metrics.audit_events.labels("revocation.create").inc()
+        return stored
+
+    async def _check_revoke_scope(self, caller: Principal, kind: str, value: str) -> None:
+        if "admin" in caller.roles or caller.tenant is None:
+            return
+        if kind == "tenant":
+            self._check_tenant(caller, value)
+            return
+        if kind in ("subject", "kid"):
+            raise Forbidden(codes.AUTH_FORBIDDEN, f"revoking by {kind} needs a cross-tenant caller")
+        record = await self.rt.store.get_coupon(value) if kind == "jti" else None
+        if kind == "lineage":
+            record = await self.rt.store.get_coupon(value)  # a root's jti is its lineage id
+        if record is None:
+            raise NotFound(codes.NOT_FOUND, f"no coupon {value!r} issued here")
+        self._check_tenant(caller, record.tenant)
+
+    # -- audit -----------------------------------------------------------------------------------
+
+    async def audit(self, event: AuditEvent, ctx: Context) -> None:
+        """Record an event that has no other write to ride with."""
+        from dataclasses import replace
+
+        stamped = replace(
+            event,
+            trace_id=event.trace_id or ctx.trace_id,
+            request_id=event.request_id or ctx.request_id,
+        )
+        await self.rt.store.add_audit(self.rt.audit_sink.prepare(stamped))
+        self.rt.metrics.audit_events.labels(event.action).inc()

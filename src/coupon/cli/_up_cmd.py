@@ -1,0 +1,100 @@
+"""``coupon up``: run the Authority on the embedded default (or on PostgreSQL and Redis)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from coupon.settings import Settings
+
+from ._app import EPILOG, app
+
+__all__ = ["up"]
+
+
+def _settings_help() -> str:
+    lines = ["Settings (environment variables; also keys of the --config TOML file):", "", "\b"]
+    for name, field in Settings.model_fields.items():
+        default = field.default if field.default_factory is None else "[]"
+        if name in ("master_key", "admin_api_key"):
+            default = "unset"
+        lines.append(f"  COUPON_{name.upper():<34} {field.description or ''} [{default}]")
+    return "\n".join(lines) + "\n\n" + EPILOG
+
+
+def _announce(settings: Settings, credential: str | None, port: int) -> None:
+    base = settings.public_url.rstrip("/") or f"http://{settings.host}:{port}"
+    mode = "PostgreSQL" if settings.database_url else f"SQLite in {settings.data_dir}"
+    fanout = "Redis" if settings.redis_url else "in-process"
+    lines = [
+        f"Coupon Authority is up on {base}  (state: {mode}; fan-out: {fanout})",
+        f"  API         {base}/v1/docs   (OpenAPI: {base}/v1/openapi.json)",
+        f"  JWKS        {base}/.well-known/jwks.json",
+        f"  time        {base}/v1/time",
+        f"  health      {base}/healthz  {base}/readyz  {base}/metrics",
+    ]
+    if credential:
+        lines.append(f"  admin key   {credential}")
+        if not settings.database_url:
+            lines.append(f"              (kept in {settings.data_dir / 'admin.key'}, mode 0600)")
+    lines.append("Press Ctrl-C to stop.")
+    typer.echo("\n".join(lines))
+
+
+@app.command(epilog=_settings_help(), short_help="Run the Authority (embedded default).")
+def up(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port; 0 picks a free one [8700].")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Where embedded state lives [var].")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="A TOML file of settings (as COUPON_CONFIG).")
+    ] = None,
+) -> None:
+    """Run the Coupon Authority.
+
+    With no settings it runs on the embedded default: SQLite files under the data directory,
+    in-process revocation fan-out, replay store and caches. Set COUPON_DATABASE_URL and
+    COUPON_REDIS_URL to run on PostgreSQL and Redis; several processes then act as one.
+    A second start on the same data directory keeps every key, coupon record and revocation.
+    Stops cleanly on Ctrl-C and SIGTERM.
+    """
+    import uvicorn
+
+    from coupon.authority.app import create_app
+    from coupon.observability import configure_logging
+
+    if config is not None:
+        os.environ["COUPON_CONFIG"] = str(config)
+    overrides: dict[str, Any] = {
+        k: v for k, v in {"host": host, "port": port, "data_dir": data_dir}.items() if v is not None
+    }
+    settings = Settings(**overrides)
+    configure_logging(level=settings.log_level, json=settings.log_json)
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.host, settings.port))
+    actual_port = sock.getsockname()[1]
+    if settings.port == 0:
+        settings = settings.model_copy(update={"port": actual_port})
+
+    def ready(credential: str | None) -> None:
+        _announce(settings, credential, actual_port)
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, on_ready=ready),
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=10,
+        )
+    )
+    asyncio.run(server.serve(sockets=[sock]))
