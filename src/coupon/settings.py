@@ -39,6 +39,9 @@ class Settings(BaseSettings):
         "", description="SQLAlchemy URL; empty means SQLite at data_dir/authority.db."
     )
     redis_url: str = Field("", description="Redis URL for fan-out and replay; empty = in-process.")
+    redis_prefix: str = Field(
+        "coupon:", pattern=r"^[A-Za-z0-9:_.-]{1,64}$", description="Prefix of every Redis key."
+    )
 
     # -- secrets ---------------------------------------------------------------------------------
     master_key: SecretStr | None = Field(

@@ -34,8 +34,9 @@ class RevocationView:
         max_staleness: seconds after the last confirmation (:meth:`mark_fresh`) beyond which
             :meth:`revoked` raises instead of answering. A view never confirmed is stale.
 
-    Subject, tenant and key revocations hit coupons issued at or before the revocation
-    (``issued_at <= revoked_at``), exactly like :class:`coupon.token.MemoryRevocations`.
+    Exactly like :class:`coupon.token.MemoryRevocations`: subject and tenant revocations hit
+    coupons issued at or before the revocation (``issued_at <= revoked_at``); a key revocation
+    hits every coupon the key signed, whatever its ``iat`` claims.
     """
 
     def __init__(self, *, max_staleness: float) -> None:
@@ -177,8 +178,9 @@ class RevocationView:
         hit = self._tenants.get(facts.tenant)
         if hit is not None and facts.issued_at <= hit[0]:
             return f"tenant {facts.tenant} revoked: {hit[1]}"
+        # A revoked key is revoked for every coupon it signed: whoever stole it writes iat too.
         hit = self._kids.get(facts.kid)
-        if hit is not None and facts.issued_at <= hit[0]:
+        if hit is not None:
             return f"key {facts.kid} revoked: {hit[1]}"
         fresh_at = self._fresh_at
         if fresh_at is None:

@@ -12,11 +12,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coupon import codes
 from coupon.errors import CouponError, InvalidProof, InvalidRequest
-from coupon.token import Binding
+from coupon.token import Binding, parse_chain
 from coupon.token import Request as VerifyRequestSpec
 
 from ._auth import Principal, authenticate, require_role
-from ._fanout import record_to_json, sse_stream
+from ._fanout import sse_stream
 from ._models import (
     AttenuateRequest,
     BindingModel,
@@ -117,8 +117,6 @@ async def attenuate(
     if authorization is None or not authorization.startswith("DPoP "):
         raise InvalidProof(codes.POP_MISSING, "send the parent as Authorization: DPoP <coupon>")
     parent = authorization[5:].strip()
-    from coupon.token import parse_chain
-
     leaf = parse_chain(parent, max_size=authority.rt.max_token, max_depth=64)[-1].claims
     htu = authority.rt.settings.base_url + "/v1/coupons/attenuate"
     issued = await authority.attenuate(
@@ -354,6 +352,3 @@ async def metrics(authority: AuthorityDep) -> Response:
     """Prometheus metrics."""
     authority.rt.refresh_gauges()
     return Response(generate_latest(authority.rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-__all__ += ["record_to_json"]

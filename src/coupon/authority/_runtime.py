@@ -157,10 +157,14 @@ class Runtime:
         if s.redis_url:
             redis = redis_client(s.redis_url)
             closers.append(redis.aclose)
-            bus = RedisBus(s.redis_url, client_name="coupon-authority")
-            replay = RedisReplayStore(redis)
+            prefix = s.redis_prefix
+            bus = RedisBus(s.redis_url, f"{prefix}revocations", client_name="coupon-authority")
+            replay = RedisReplayStore(redis, prefix=f"{prefix}dpop:")
             storm = RedisStormGuard(
-                redis, per_coupon=s.replay_limit_per_coupon, per_subject=s.replay_limit_per_subject
+                redis,
+                per_coupon=s.replay_limit_per_coupon,
+                per_subject=s.replay_limit_per_subject,
+                prefix=f"{prefix}storm:",
             )
         else:
             bus = InProcessBus()

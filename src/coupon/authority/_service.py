@@ -7,11 +7,18 @@ that changes state is committed together with its signed audit event before it i
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from coupon import codes
-from coupon.errors import CouponError, Forbidden, InvalidProof, InvalidRequest, NotFound
+from coupon.errors import (
+    CouponError,
+    Forbidden,
+    InvalidProof,
+    InvalidRequest,
+    NotFound,
+    PolicyDenied,
+)
 from coupon.policy import PolicyCaller, PolicyDecision, PolicyInput, PolicyParent, PolicyRequest
 from coupon.storage.base import CouponRecord, RevocationKind, RevocationRecord
 from coupon.token import (
@@ -186,8 +193,6 @@ class Authority:
                 ),
                 ctx,
             )
-            from coupon.errors import PolicyDenied
-
             raise PolicyDenied(codes.POLICY_DENIED, decision.reason)
         return decision
 
@@ -380,8 +385,6 @@ class Authority:
 
     async def audit(self, event: AuditEvent, ctx: Context) -> None:
         """Record an event that has no other write to ride with."""
-        from dataclasses import replace
-
         stamped = replace(
             event,
             trace_id=event.trace_id or ctx.trace_id,

@@ -11,6 +11,7 @@ from coupon import __version__
 from coupon.observability import CorrelationMiddleware
 from coupon.settings import Settings
 
+from ._admin import admin_router
 from ._problems import handlers
 from ._routes import router
 from ._runtime import Runtime
@@ -55,6 +56,7 @@ def create_app(
         redoc_url=None,
     )
     app.include_router(router)
+    app.include_router(admin_router)
 
     def observe(route: str, method: str, status: int, seconds: float) -> None:
         authority = getattr(app.state, "authority", None)

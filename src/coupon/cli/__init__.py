@@ -43,6 +43,7 @@ COMMAND_MODULES: Final = (
     "_inspect_cmds",
     "_verify_cmd",
     "_dpop_cmds",
+    "_remote_cmds",
 )
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")

@@ -87,4 +87,5 @@ def configure_logging(*, level: str = "INFO", json: bool = True) -> None:
 
 def get_logger(name: str) -> Any:
     """A bound structlog logger carrying ``logger=name``."""
-    return structlog.get_logger().bind(logger=name)
+    # Initial values keep the proxy lazy: binding now would freeze today's configuration.
+    return structlog.get_logger(component=name)

@@ -70,10 +70,16 @@ segment_covers(p, q) if p == q
 
 open_ended(segs) if segs[count(segs) - 1] == "**"
 
+# The fewest segments a resource matched by the pattern can have. A resource has at least
+# one segment, so "**" alone matches one or more.
+shortest(segs) := max([count(segs) - 1, 1]) if open_ended(segs) else := count(segs)
+
+# Past the fixed part of `t` its segments are arbitrary; t[i] is then "**" itself, which only
+# "*" covers.
 covers_segments(m, t) if {
 	open_ended(m)
 	n := count(m) - 1
-	count(t) - count([1 | open_ended(t)]) >= n
+	shortest(t) >= n
 	every i, p in array.slice(m, 0, n) {
 		segment_covers(p, t[i])
 	}
