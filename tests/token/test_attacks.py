@@ -558,11 +558,11 @@ class TestJson:
         token = sign_raw(head, json.dumps(claims()).encode())
         assert_denied(decide(token), codes.TOKEN_JSON, "parse")
 
-    def test_overflowing_float_is_still_not_a_time(self) -> None:
-        """``1e400`` parses as infinity, and is then refused as a time (CPN-TOK-006)."""
+    def test_overflowing_float_is_refused_as_json(self) -> None:
+        """``1e400`` would parse as infinity: the strict parser refuses it (CPN-TOK-004)."""
         body = json.dumps(claims(exp=0), separators=(",", ":")).replace('"exp":0', '"exp":1e400')
         token = sign_raw(dumps_compact(header()), body.encode())
-        assert_denied(decide(token), codes.TOKEN_CLAIM, "parse")
+        assert_denied(decide(token), codes.TOKEN_JSON, "parse")
 
 
 class TestTyp:

@@ -25,7 +25,7 @@ import json
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Final, Protocol, runtime_checkable
 
@@ -362,7 +362,9 @@ class RevocationSync:
         self._wake = asyncio.Event()
         self._changed = asyncio.Event()
         self._subscribed = asyncio.Event()
-        self._synced = asyncio.Event()
+        self._pulled = asyncio.Event()
+        self._epoch = 0  # subscriptions (re)established so far
+        self._pulled_epoch = -1  # the epoch at the start of the last successful pull
         self._pull_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._gap_seen: dict[int, float] = {}
@@ -405,15 +407,20 @@ class RevocationSync:
         await self.stop()
 
     async def ready(self, timeout: float) -> None:
-        """Wait until one pull succeeded and (with a bus) the subscription is established.
+        """Wait until the view is complete: subscribed (with a bus), then pulled once.
+
+        The pull must have started after the subscription was established, so nothing
+        stored before this returns can be missing, and everything after arrives by push.
 
         Raises:
             TimeoutError: not ready within ``timeout`` seconds.
         """
         async with asyncio.timeout(timeout):
-            await self._synced.wait()
             if self._bus is not None:
                 await self._subscribed.wait()
+            while self._pulled_epoch < self._epoch or self._pulled_epoch < 0:
+                self._pulled.clear()
+                await self._pulled.wait()
 
     async def wait_until(self, seq: int, timeout: float) -> None:
         """Wait until revocation ``seq`` is applied to the view.
@@ -439,6 +446,7 @@ class RevocationSync:
             Exception: whatever the source raises; nothing is marked fresh then.
         """
         async with self._pull_lock:
+            epoch = self._epoch
             started = self._clock()
             after = self._view.cursor
             new = 0
@@ -458,7 +466,8 @@ class RevocationSync:
             self._settle_gaps(started)
             self._view.mark_fresh(started)
             self.pulls += 1
-            self._synced.set()
+            self._pulled_epoch = max(self._pulled_epoch, epoch)
+            self._pulled.set()
             return new
 
     def _settle_gaps(self, now: float) -> None:
@@ -478,6 +487,7 @@ class RevocationSync:
 
     def _on_resync(self) -> None:
         self.resyncs += 1
+        self._epoch += 1
         self._subscribed.set()
         self.request_pull()
 
@@ -596,7 +606,7 @@ async def sse_stream(
     heartbeat: float = 15.0,
     page_size: int = 1000,
     max_queue: int = 1000,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """The body of ``GET /v1/revocations/stream``: backlog after ``after``, then live pushes.
 
     ``after`` is the client's ``Last-Event-ID``. Every ``heartbeat`` seconds without traffic a

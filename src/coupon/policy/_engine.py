@@ -60,6 +60,16 @@ __all__ = [
     "default_policy_source",
 ]
 
+
+def _frozen(value: Any) -> Any:
+    """A deeply read-only copy: mappings become proxies, lists become tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
 #: The rule every bundle must define: ``data.coupon.decision``.
 ENTRYPOINT: Final = "coupon/decision"
 #: The version of the policy that ships in the package.
@@ -67,7 +77,7 @@ BUILTIN_VERSION: Final = "builtin-1"
 #: The data of the builtin policy: callers with the ``admin`` or ``issuer`` role may issue
 #: anything for 5 minutes at most, bound to either kind of key. Tenant-bound callers are kept
 #: to their own tenant by the policy itself.
-BUILTIN_DATA: Final[Mapping[str, Any]] = MappingProxyType(
+BUILTIN_DATA: Final[Mapping[str, Any]] = _frozen(
     {
         "defaults": {"max_ttl": 300, "bindings": ["jkt"], "max_depth": 4},
         "grants": [

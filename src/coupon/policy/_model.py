@@ -293,13 +293,13 @@ def _lint_limits(where: str, obj: Mapping[str, Any]) -> list[str]:
         problems.append(f"{where}.max_depth must be a non-negative integer")
     if "bindings" in obj:
         bindings = obj["bindings"]
-        if not isinstance(bindings, list) or not set(bindings) <= BINDING_KINDS:
+        if not isinstance(bindings, list | tuple) or not set(bindings) <= BINDING_KINDS:
             problems.append(f"{where}.bindings must be a list drawn from {sorted(BINDING_KINDS)}")
     return problems
 
 
 def _lint_values(where: str, values: object, check: Any) -> list[str]:
-    if not isinstance(values, list) or not values:
+    if not isinstance(values, list | tuple) or not values:
         return [f"{where} must be a non-empty list of strings"]
     problems = []
     for i, value in enumerate(values):
@@ -332,7 +332,7 @@ def lint_policy_data(data: Mapping[str, Any]) -> list[str]:
             problems.append(f"defaults has unknown members {unknown}")
         problems += _lint_limits("defaults", defaults)
     grants = data.get("grants")
-    if not isinstance(grants, list):
+    if not isinstance(grants, list | tuple):
         return [*problems, "grants must be a list"]
     checks: dict[str, Any] = {
         "resources": ResourcePattern.parse,

@@ -38,6 +38,11 @@ def _text(name: str, value: str) -> str:
         raise InvalidRequest(
             codes.REQUEST_CLAIM, f"{name} must be a non-empty string of at most {MAX_STRING}"
         )
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest(codes.REQUEST_CLAIM, f"{name} holds a lone surrogate") from None
     return value
 
 

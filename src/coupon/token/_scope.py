@@ -20,6 +20,7 @@ Purposes are dotted hierarchies: ``billing.refund`` is narrower than ``billing``
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Final
@@ -102,7 +103,21 @@ def parse_resource(text: str) -> tuple[str, ...]:
     Raises:
         InvalidRequest: ``CPN-REQ-001`` when the text breaks the grammar.
     """
+    if not isinstance(text, str):
+        raise InvalidRequest(codes.REQUEST_RESOURCE, "resource must be a string")
+    return _resource_cached(text)
+
+
+# Grammar checks are pure and the same few values repeat on every request, so their
+# results are memoised (bounded; failures raise and are not cached).
+@functools.lru_cache(maxsize=4096)
+def _resource_cached(text: str) -> tuple[str, ...]:
     return _segments(text, wildcards=False)
+
+
+@functools.lru_cache(maxsize=4096)
+def _pattern_cached(text: str) -> ResourcePattern:
+    return ResourcePattern(_segments(text, wildcards=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +129,9 @@ class ResourcePattern:
     @classmethod
     def parse(cls, text: str) -> ResourcePattern:
         """Parse ``text`` per the grammar above; ``InvalidRequest`` if it breaks it."""
-        return cls(_segments(text, wildcards=True))
+        if not isinstance(text, str):
+            raise InvalidRequest(codes.REQUEST_RESOURCE, "resource pattern must be a string")
+        return _pattern_cached(text)
 
     def __str__(self) -> str:
         return "/".join(self.segments)
@@ -177,14 +194,34 @@ def parse_actions(values: object) -> frozenset[str]:
         raise InvalidRequest(codes.REQUEST_ACTION, "actions must be a non-empty list")
     if len(values) > MAX_ACTIONS:
         raise InvalidRequest(codes.REQUEST_ACTION, f"more than {MAX_ACTIONS} actions")
-    actions = frozenset(parse_action(v) for v in values)
+    if all(type(v) is str for v in values):
+        return _actions_cached(tuple(values))
+    return _actions(tuple(values))
+
+
+def _actions(values: tuple[object, ...]) -> frozenset[str]:
+    actions = frozenset(parse_action(v) for v in values)  # type: ignore[arg-type]
     if len(actions) != len(values):
         raise InvalidRequest(codes.REQUEST_ACTION, "duplicate action")
     return actions
 
 
+@functools.lru_cache(maxsize=4096)
+def _actions_cached(values: tuple[str, ...]) -> frozenset[str]:
+    return _actions(values)
+
+
+@functools.lru_cache(maxsize=4096)
+def _purpose_cached(text: str) -> str:
+    if not _PURPOSE.fullmatch(text):
+        raise InvalidRequest(codes.REQUEST_PURPOSE, f"invalid purpose {text[:40]!r}")
+    return text
+
+
 def parse_purpose(text: str) -> str:
     """Validate a purpose (``billing``, ``billing.refund``)."""
+    if isinstance(text, str):
+        return _purpose_cached(text)
     if not isinstance(text, str) or not _PURPOSE.fullmatch(text):
         raise InvalidRequest(codes.REQUEST_PURPOSE, f"invalid purpose {str(text)[:40]!r}")
     return text

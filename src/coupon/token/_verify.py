@@ -18,13 +18,15 @@ cached: a repeat presentation costs a dictionary lookup plus the cheap checks.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from coupon import codes
+from coupon.codes import ErrorCode
 from coupon.errors import (
     CouponError,
     CouponRevoked,
@@ -100,10 +102,6 @@ class Decision:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class _FirstUse(Protocol):
-    def __call__(self, key: str, *, expires_at: float, now: float) -> bool: ...
-
-
 class AsyncReplayStore(Protocol):
     """A replay store shared between processes (e.g. Redis ``SET NX``)."""
 
@@ -153,6 +151,7 @@ class _Checked:
     links: tuple[Link, ...]
     claims: tuple[Claims, ...]
     kid: str
+    facts: RevocationFacts
 
 
 class Verifier:
@@ -221,14 +220,16 @@ class Verifier:
             CouponError: a subclass with the stable code of the first failing step.
         """
         moment = time.time() if now is None else now
-        timings: dict[str, float] = {}
-        run = _Run(timings)
+        run = _Run({})
         try:
-            verified = self._stateless(run, token, request, moment)
+            verified, checked = self._stateless(run, token, request, moment)
             if verified.proof is not None:
                 run.step("replay")
-                self._check_replay(self._replay.first_use, verified.proof, moment)
-            self._check_revocation(run, verified, moment)
+                key, expires = self._replay_key(verified.proof)
+                with _adapter_failure(codes.UNAVAILABLE_REPLAY):
+                    first = self._replay.first_use(key, expires_at=expires, now=moment)
+                _require_first_use(first, verified.proof)
+            self._check_revocation(run, checked.facts, moment)
         except CouponError as exc:
             raise run.failed(exc) from None
         return run.done(verified)
@@ -245,22 +246,14 @@ class Verifier:
         moment = time.time() if now is None else now
         run = _Run({})
         try:
-            verified = self._stateless(run, token, request, moment)
+            verified, checked = self._stateless(run, token, request, moment)
             if verified.proof is not None:
                 run.step("replay")
-                proof = verified.proof
-                key, expires = self._replay_key(proof)
-                try:
+                key, expires = self._replay_key(verified.proof)
+                with _adapter_failure(codes.UNAVAILABLE_REPLAY):
                     first = await replay.first_use(key, expires_at=expires, now=moment)
-                except CouponError:
-                    raise
-                except Exception as exc:  # fail closed on an adapter's own failure
-                    raise DependencyUnavailable(
-                        codes.UNAVAILABLE_REPLAY, f"replay check failed: {type(exc).__name__}"
-                    ) from exc
-                if not first:
-                    raise ProofReplayed(codes.REPLAY, f"DPoP proof {proof.jti} was already used")
-            self._check_revocation(run, verified, moment)
+                _require_first_use(first, verified.proof)
+            self._check_revocation(run, checked.facts, moment)
         except CouponError as exc:
             raise run.failed(exc) from None
         return run.done(verified)
@@ -277,13 +270,11 @@ class Verifier:
             checked = self._checked(run, token)
             run.step("time")
             self._check_time(checked.claims, moment)
-            verified = Verified(
-                checked.claims[-1], checked.claims, checked.kid, None, run.timings, False
-            )
-            self._check_revocation(run, verified, moment)
+            self._check_revocation(run, checked.facts, moment)
         except CouponError as exc:
             raise run.failed(exc) from None
-        return run.done(verified)
+        chain = checked.claims
+        return run.done(Verified(chain[-1], chain, checked.kid, None, run.timings, False))
 
     def decide(self, token: str, request: Request, *, now: float | None = None) -> Decision:
         """Like :meth:`verify`, but return the denial with the timings instead of raising."""
@@ -295,7 +286,9 @@ class Verifier:
 
     # -- the pipeline ---------------------------------------------------------------------------
 
-    def _stateless(self, run: _Run, token: str, request: Request, now: float) -> Verified:
+    def _stateless(
+        self, run: _Run, token: str, request: Request, now: float
+    ) -> tuple[Verified, _Checked]:
         """Every step that needs no shared state: parse through binding."""
         cached = token in self._cache
         checked = self._checked(run, token)
@@ -309,7 +302,7 @@ class Verifier:
         self._check_scope(leaf, request)
         run.step("binding")
         proof = self._check_binding(token, leaf, request, now)
-        return Verified(leaf, chain, checked.kid, proof, run.timings, cached)
+        return Verified(leaf, chain, checked.kid, proof, run.timings, cached), checked
 
     def _checked(self, run: _Run, token: str) -> _Checked:
         """Parse, signature and chain: from the cache when these bytes were checked before."""
@@ -323,38 +316,20 @@ class Verifier:
         kid = self._check_root(links[0])
         run.step("chain")
         check_links(links, max_depth=self._max_depth)
-        checked = _Checked(tuple(links), tuple(link.claims for link in links), kid)
+        chain = tuple(link.claims for link in links)
+        checked = _Checked(tuple(links), chain, kid, _facts(chain, kid))
         self._remember(token, checked)
         return checked
 
     def _replay_key(self, proof: DpopProof) -> tuple[str, float]:
         return f"{proof.jkt}:{proof.jti}", proof.iat + self._dpop_max_age + self._leeway
 
-    def _check_replay(self, first_use: _FirstUse, proof: DpopProof, now: float) -> None:
-        key, expires = self._replay_key(proof)
-        try:
-            first = first_use(key, expires_at=expires, now=now)
-        except CouponError:
-            raise
-        except Exception as exc:  # an adapter's own failure is a denial, never an allow
-            raise DependencyUnavailable(
-                codes.UNAVAILABLE_REPLAY, f"replay check failed: {type(exc).__name__}"
-            ) from exc
-        if not first:
-            raise ProofReplayed(codes.REPLAY, f"DPoP proof {proof.jti} was already used")
-
-    def _check_revocation(self, run: _Run, verified: Verified, now: float) -> None:
+    def _check_revocation(self, run: _Run, facts: RevocationFacts, now: float) -> None:
         if self._revocations is None:
             return
         run.step("revocation")
-        try:
-            reason = self._revocations.revoked(self._facts(verified), now=now)
-        except CouponError:
-            raise
-        except Exception as exc:  # an adapter's own failure is a denial, never an allow
-            raise DependencyUnavailable(
-                codes.UNAVAILABLE_REVOCATION, f"revocation check failed: {type(exc).__name__}"
-            ) from exc
+        with _adapter_failure(codes.UNAVAILABLE_REVOCATION):
+            reason = self._revocations.revoked(facts, now=now)
         if reason is not None:
             raise CouponRevoked(codes.REVOKED, reason)
 
@@ -470,14 +445,30 @@ class Verifier:
             leeway=self._leeway,
         )
 
-    @staticmethod
-    def _facts(checked: Verified) -> RevocationFacts:
-        chain = checked.chain
-        return RevocationFacts(
-            jtis=tuple(c.jti for c in chain),
-            lineage=chain[0].lin,
-            subjects=tuple(dict.fromkeys(c.sub for c in chain)),
-            tenant=chain[0].tid,
-            kid=checked.kid,
-            issued_at=chain[0].iat,
-        )
+
+def _facts(chain: tuple[Claims, ...], kid: str) -> RevocationFacts:
+    """What a revocation can name about a chain; fixed per token, so computed once."""
+    return RevocationFacts(
+        jtis=tuple(c.jti for c in chain),
+        lineage=chain[0].lin,
+        subjects=tuple(dict.fromkeys(c.sub for c in chain)),
+        tenant=chain[0].tid,
+        kid=kid,
+        issued_at=chain[0].iat,
+    )
+
+
+@contextlib.contextmanager
+def _adapter_failure(code: ErrorCode) -> Iterator[None]:
+    """A store adapter's own failure (not a ``CouponError``) is a denial, never an allow."""
+    try:
+        yield
+    except CouponError:
+        raise
+    except Exception as exc:
+        raise DependencyUnavailable(code, f"check failed: {type(exc).__name__}") from exc
+
+
+def _require_first_use(first: bool, proof: DpopProof) -> None:
+    if not first:
+        raise ProofReplayed(codes.REPLAY, f"DPoP proof {proof.jti} was already used")
