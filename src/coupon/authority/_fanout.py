@@ -43,6 +43,7 @@ __all__ = [
     "Fetch",
     "InProcessBus",
     "RedisBus",
+    "Resync",
     "RevocationBus",
     "RevocationSource",
     "RevocationSync",
@@ -391,7 +392,7 @@ class RevocationSync:
             self._tasks.append(asyncio.create_task(self._push_loop(), name="revocation-push"))
 
     async def stop(self) -> None:
-        """Stop the background tasks and wait for them to finish."""
+        """Stop the background tasks and wait for them to finish (before closing the bus)."""
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()

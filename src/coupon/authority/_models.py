@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 __all__ = [
     "AttenuateRequest",
@@ -19,7 +19,9 @@ __all__ = [
     "VerifyResponse",
 ]
 
-Name = Field(min_length=1, max_length=256)
+# Control characters have no business in names, and PostgreSQL refuses NUL in text columns:
+# they are a 422 here, never a storage error later.
+Text = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
 class _Strict(BaseModel):
@@ -48,12 +50,12 @@ class BindingModel(_Strict):
 class IssueRequest(_Strict):
     """Ask the Authority for a root coupon."""
 
-    subject: str = Field(min_length=1, max_length=256, description="The holder (sub).")
-    audience: list[str] = Field(min_length=1, max_length=16)
-    tenant: str = Field(min_length=1, max_length=256)
-    resource: str = Field(min_length=1, max_length=1024, description="Resource pattern.")
-    actions: list[str] = Field(min_length=1, max_length=32)
-    purpose: str = Field(min_length=1, max_length=512)
+    subject: Text = Field(min_length=1, max_length=256, description="The holder (sub).")
+    audience: list[Text] = Field(min_length=1, max_length=16)
+    tenant: Text = Field(min_length=1, max_length=256)
+    resource: Text = Field(min_length=1, max_length=1024, description="Resource pattern.")
+    actions: list[Text] = Field(min_length=1, max_length=32)
+    purpose: Text = Field(min_length=1, max_length=512)
     ttl: int | None = Field(None, ge=1, le=86_400, description="Seconds; capped by policy.")
     binding: BindingModel
 
@@ -61,11 +63,11 @@ class IssueRequest(_Strict):
 class AttenuateRequest(_Strict):
     """Ask for a sub-coupon of the coupon in ``Authorization: DPoP``; left-out scope is kept."""
 
-    subject: str = Field(min_length=1, max_length=256, description="The delegate (sub).")
-    audience: list[str] | None = Field(None, min_length=1, max_length=16)
-    resource: str | None = Field(None, min_length=1, max_length=1024)
-    actions: list[str] | None = Field(None, min_length=1, max_length=32)
-    purpose: str | None = Field(None, min_length=1, max_length=512)
+    subject: Text = Field(min_length=1, max_length=256, description="The delegate (sub).")
+    audience: list[Text] | None = Field(None, min_length=1, max_length=16)
+    resource: Text | None = Field(None, min_length=1, max_length=1024)
+    actions: list[Text] | None = Field(None, min_length=1, max_length=32)
+    purpose: Text | None = Field(None, min_length=1, max_length=512)
     ttl: int | None = Field(None, ge=1, le=86_400)
     binding: BindingModel
 
@@ -89,16 +91,16 @@ class CouponResponse(BaseModel):
 class VerifyRequest(_Strict):
     """Verify a coupon (or offline chain) for one request."""
 
-    coupon: str = Field(min_length=1, max_length=16_384)
-    audience: str = Field(min_length=1, max_length=256)
-    resource: str | None = Field(None, max_length=1024)
-    action: str | None = Field(None, max_length=64)
-    purpose: str | None = Field(None, max_length=512)
-    tenant: str | None = Field(None, max_length=256)
-    dpop: str | None = Field(None, max_length=8192, description="The DPoP proof header value.")
-    htm: str | None = Field(None, max_length=16, description="HTTP method the proof is for.")
-    htu: str | None = Field(None, max_length=4096, description="HTTP URI the proof is for.")
-    certificate_thumbprint: str | None = Field(
+    coupon: Text = Field(min_length=1, max_length=16_384)
+    audience: Text = Field(min_length=1, max_length=256)
+    resource: Text | None = Field(None, max_length=1024)
+    action: Text | None = Field(None, max_length=64)
+    purpose: Text | None = Field(None, max_length=512)
+    tenant: Text | None = Field(None, max_length=256)
+    dpop: Text | None = Field(None, max_length=8192, description="The DPoP proof header value.")
+    htm: Text | None = Field(None, max_length=16, description="HTTP method the proof is for.")
+    htu: Text | None = Field(None, max_length=4096, description="HTTP URI the proof is for.")
+    certificate_thumbprint: Text | None = Field(
         None, pattern=r"^[A-Za-z0-9_-]{43}$", description="x5t#S256 of the client certificate."
     )
 
@@ -122,8 +124,8 @@ class RevokeRequest(_Strict):
     """Revoke by jti, lineage (the whole family), subject, tenant or signing key id."""
 
     kind: Literal["jti", "lineage", "subject", "tenant", "kid"]
-    value: str = Field(min_length=1, max_length=256)
-    reason: str = Field(min_length=1, max_length=512)
+    value: Text = Field(min_length=1, max_length=256)
+    reason: Text = Field(min_length=1, max_length=512)
 
 
 class RevocationModel(BaseModel):

@@ -273,7 +273,13 @@ async def revocation_stream(
     """Server-sent events: the backlog after ``after`` (or ``Last-Event-ID``), then live."""
     require_role(caller, "verifier", "issuer", "auditor")
     start = after
-    if last_event_id is not None and last_event_id.isdigit():
+    # Only plain ASCII digits: str.isdigit() also accepts "²", which int() refuses.
+    if (
+        last_event_id
+        and last_event_id.isascii()
+        and last_event_id.isdigit()
+        and len(last_event_id) < 19
+    ):
         start = max(start, int(last_event_id))
     body = sse_stream(authority.rt.store, authority.rt.bus, after=start)
     return StreamingResponse(

@@ -75,8 +75,9 @@ ENTRYPOINT: Final = "coupon/decision"
 #: The version of the policy that ships in the package.
 BUILTIN_VERSION: Final = "builtin-1"
 #: The data of the builtin policy: callers with the ``admin`` or ``issuer`` role may issue
-#: anything for 5 minutes at most, bound to either kind of key. Tenant-bound callers are kept
-#: to their own tenant by the policy itself.
+#: anything for 5 minutes at most, bound to either kind of key; any caller may ask for a
+#: sub-coupon (the Authority has checked that it holds the parent and that the sub-coupon is
+#: narrower), up to depth 4. Tenant-bound callers are kept to their tenant by the policy.
 BUILTIN_DATA: Final[Mapping[str, Any]] = _frozen(
     {
         "defaults": {"max_ttl": 300, "bindings": ["jkt"], "max_depth": 4},
@@ -93,7 +94,20 @@ BUILTIN_DATA: Final[Mapping[str, Any]] = _frozen(
                 "purposes": ["*"],
                 "max_ttl": 300,
                 "bindings": ["jkt", "x5t#S256"],
-            }
+            },
+            {
+                "id": "builtin-holders",
+                "callers": ["*"],
+                "requests": ["attenuate"],
+                "tenants": ["*"],
+                "subjects": ["*"],
+                "audiences": ["*"],
+                "resources": ["**"],
+                "actions": ["*"],
+                "purposes": ["*"],
+                "max_ttl": 300,
+                "bindings": ["jkt", "x5t#S256"],
+            },
         ],
     }
 )

@@ -21,6 +21,7 @@ and the request fails closed with ``CPN-POL-002``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
@@ -50,6 +51,8 @@ MAX_LIST_LENGTH: Final = 64
 #: Longest reason kept from a policy's output (the rest is cut).
 MAX_REASON_LENGTH: Final = 1000
 _OUTPUT_MEMBERS: Final = frozenset({"allow", "reason", "max_ttl", "bindings"})
+#: C0 controls, DEL and C1 controls: never part of a name, and a way to forge log lines.
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _name(value: object, what: str) -> str:
@@ -59,6 +62,8 @@ def _name(value: object, what: str) -> str:
         raise InvalidRequest(
             codes.REQUEST_CLAIM, f"{what} must be 1 to {MAX_NAME_LENGTH} characters"
         )
+    if _CONTROL.search(value):
+        raise InvalidRequest(codes.REQUEST_CLAIM, f"{what} contains a control character")
     return value
 
 
@@ -85,6 +90,12 @@ def _count(value: object, what: str, *, minimum: int) -> int:
 
 def _set(obj: object, name: str, value: object) -> None:
     object.__setattr__(obj, name, value)
+
+
+def _actions(values: object) -> tuple[str, ...]:
+    if isinstance(values, str) or not isinstance(values, Sequence | frozenset | set):
+        raise TypeError("actions must be a sequence of str")
+    return tuple(sorted(parse_actions(list(values))))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -115,7 +126,7 @@ class PolicyParent:
     def __post_init__(self) -> None:
         _name(self.jti, "parent jti")
         _set(self, "resource", str(ResourcePattern.parse(self.resource)))
-        _set(self, "actions", tuple(sorted(parse_actions(list(self.actions)))))
+        _set(self, "actions", _actions(self.actions))
         parse_purpose(self.purpose)
         _count(self.depth, "parent depth", minimum=0)
 
@@ -139,7 +150,7 @@ class PolicyRequest:
         _set(self, "audience", _names(self.audience, "audience", empty=False))
         _name(self.tenant, "tenant")
         _set(self, "resource", str(ResourcePattern.parse(self.resource)))
-        _set(self, "actions", tuple(sorted(parse_actions(list(self.actions)))))
+        _set(self, "actions", _actions(self.actions))
         parse_purpose(self.purpose)
         _count(self.ttl, "ttl", minimum=1)
         if self.binding not in BINDING_KINDS:
@@ -280,9 +291,10 @@ class PolicyDecision:
 
 _GRANT_LISTS: Final = ("callers", "tenants", "subjects", "audiences", "resources", "actions")
 _GRANT_MEMBERS: Final = frozenset(
-    {*_GRANT_LISTS, "purposes", "roles", "id", "max_ttl", "max_depth", "bindings"}
+    {*_GRANT_LISTS, "purposes", "roles", "requests", "id", "max_ttl", "max_depth", "bindings"}
 )
 _DEFAULTS_MEMBERS: Final = frozenset({"max_ttl", "bindings", "max_depth"})
+_REQUEST_KINDS: Final = frozenset({"issue", "attenuate"})
 
 
 def _lint_limits(where: str, obj: Mapping[str, Any]) -> list[str]:
@@ -351,6 +363,12 @@ def lint_policy_data(data: Mapping[str, Any]) -> list[str]:
             problems += _lint_values(f"{where}.{name}", grant.get(name), checks.get(name))
         if "roles" in grant:
             problems += _lint_values(f"{where}.roles", grant["roles"], None)
+        if "requests" in grant:
+            requests = grant["requests"]
+            if not isinstance(requests, list | tuple) or not requests:
+                problems.append(f"{where}.requests must be a non-empty list")
+            elif not set(requests) <= _REQUEST_KINDS:
+                problems.append(f"{where}.requests must be drawn from {sorted(_REQUEST_KINDS)}")
         if "id" in grant and not isinstance(grant["id"], str):
             problems.append(f"{where}.id must be a string")
         problems += _lint_limits(where, grant)

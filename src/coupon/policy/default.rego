@@ -109,10 +109,19 @@ any_of(values, _) if "*" in values
 
 any_of(values, x) if x in values
 
+# "issue" for a root coupon, "attenuate" for a sub-coupon (the request has a parent).
+request_kind := "attenuate" if request.parent != null else := "issue"
+
 caller_ok(g) if {
+	kind_ok(g)
 	any_of(g.callers, input.caller.id)
 	roles_ok(g)
 }
+
+# A grant may be limited to root coupons or to sub-coupons; by default it serves both.
+kind_ok(g) if not "requests" in object.keys(g)
+
+kind_ok(g) if request_kind in g.requests
 
 roles_ok(g) if not "roles" in object.keys(g)
 
@@ -255,7 +264,7 @@ deny_reason := concat("", [
 	not caller_tenant_ok
 } else := "the policy data has no grants" if {
 	count(grants) == 0
-} else := concat("", ["no grant for caller '", input.caller.id, "'"]) if {
+} else := concat("", ["no grant lets caller '", input.caller.id, "' ", request_kind]) if {
 	count(left_caller) == 0
 } else := concat("", ["no grant for tenant '", request.tenant, "'"]) if {
 	count(left_tenant) == 0

@@ -28,6 +28,8 @@ __all__ = [
 ]
 
 metadata = MetaData()
+# 64-bit sequence numbers; SQLite needs INTEGER for its rowid autoincrement.
+_SEQ = BigInteger().with_variant(Integer(), "sqlite")
 
 keys = Table(
     "keys",
@@ -67,7 +69,7 @@ coupons = Table(
 revocations = Table(
     "revocations",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
     Column("kind", String(16), nullable=False),  # jti | lineage | subject | tenant | kid
     Column("value", String(256), nullable=False),
     Column("reason", Text, nullable=False),
@@ -90,7 +92,7 @@ policies = Table(
 policy_activations = Table(
     "policy_activations",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
     Column("version", String(256), nullable=False),
     Column("actor", String(256), nullable=False),
     Column("activated_at", BigInteger, nullable=False),
@@ -99,7 +101,7 @@ policy_activations = Table(
 audit_events = Table(
     "audit_events",
     metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("seq", _SEQ, primary_key=True, autoincrement=True),
     Column("event", LargeBinary, nullable=False),  # RFC 8785 canonical JSON
     Column("signature", LargeBinary, nullable=False),
     Column("kid", String(128), nullable=False),

@@ -9,6 +9,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+# 64-bit sequence numbers; SQLite needs INTEGER for its rowid autoincrement.
+SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 revision = "0001"
 down_revision = None
 
@@ -47,7 +50,7 @@ def upgrade() -> None:
     op.create_index("ix_coupons_subject", "coupons", ["subject"])
     op.create_table(
         "revocations",
-        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("value", sa.String(256), nullable=False),
         sa.Column("reason", sa.Text, nullable=False),
@@ -66,14 +69,14 @@ def upgrade() -> None:
     )
     op.create_table(
         "policy_activations",
-        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
         sa.Column("version", sa.String(256), nullable=False),
         sa.Column("actor", sa.String(256), nullable=False),
         sa.Column("activated_at", sa.BigInteger, nullable=False),
     )
     op.create_table(
         "audit_events",
-        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
         sa.Column("event", sa.LargeBinary, nullable=False),
         sa.Column("signature", sa.LargeBinary, nullable=False),
         sa.Column("kid", sa.String(128), nullable=False),
