@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from coupon import codes
 from coupon.errors import Conflict, CouponError, DependencyUnavailable
 from coupon.keys import Keyring, MasterKey
-from coupon.observability import AuthorityMetrics, get_logger
+from coupon.observability import AuthorityMetrics, get_logger, tracer_provider
 from coupon.policy import (
     BUILTIN_VERSION,
     Envelope,
@@ -50,6 +50,7 @@ __all__ = ["ADMIN_KEY_FILE", "POLICY_KEY_FILE", "Runtime"]
 ADMIN_KEY_FILE = "admin.key"
 POLICY_KEY_FILE = "policy-signing.key"
 _log = get_logger("coupon.authority")
+_TRACER = tracer_provider().get_tracer("coupon.authority")
 
 
 def _write_secret(path: Path, text: str) -> None:
@@ -291,14 +292,18 @@ class Runtime:
     async def decide(self, policy_input: PolicyInput) -> PolicyDecision:
         """Evaluate the active policy under the deadline (fails closed)."""
         started = time.perf_counter()
-        try:
-            decision = await self.engine.decide(
-                self.policy_version, policy_input, deadline_ms=self.settings.policy_deadline_ms
-            )
-        except CouponError:
-            self.metrics.policy_seconds.labels("error").observe(time.perf_counter() - started)
-            raise
-        result = "allow" if decision.allow else "deny"
+        with _TRACER.start_as_current_span("coupon.policy.evaluate") as span:
+            span.set_attribute("coupon.policy_version", self.policy_version)
+            try:
+                decision = await self.engine.decide(
+                    self.policy_version, policy_input, deadline_ms=self.settings.policy_deadline_ms
+                )
+            except CouponError as exc:
+                span.set_attribute("coupon.code", exc.code.code)
+                self.metrics.policy_seconds.labels("error").observe(time.perf_counter() - started)
+                raise
+            result = "allow" if decision.allow else "deny"
+            span.set_attribute("coupon.result", result)
         self.metrics.policy_seconds.labels(result).observe(time.perf_counter() - started)
         return decision
 
@@ -326,13 +331,18 @@ class Runtime:
     async def verify(self, token: str, request: Request, *, shed: bool = False) -> Verified:
         """Full verification with the shared replay store; ``shed`` applies storm limits."""
         started = time.perf_counter()
-        try:
-            if shed:
-                await self._shed(token)
-            verified = await self.verifier().verify_async(token, request, replay=self.replay)
-        except CouponError:
-            self.metrics.verify_seconds.labels("deny").observe(time.perf_counter() - started)
-            raise
+        with _TRACER.start_as_current_span("coupon.verify") as span:
+            try:
+                if shed:
+                    await self._shed(token)
+                verified = await self.verifier().verify_async(token, request, replay=self.replay)
+            except CouponError as exc:
+                span.set_attribute("coupon.result", "deny")
+                span.set_attribute("coupon.code", exc.code.code)
+                self.metrics.verify_seconds.labels("deny").observe(time.perf_counter() - started)
+                raise
+            span.set_attribute("coupon.result", "allow")
+            span.set_attribute("coupon.lineage", verified.claims.lin)
         self.metrics.verify_seconds.labels("allow").observe(time.perf_counter() - started)
         return verified
 
