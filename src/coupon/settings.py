@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     )
 
     # -- policy ----------------------------------------------------------------------------------
-    policy_deadline_ms: int = Field(50, gt=0, description="Per-evaluation deadline; fails closed.")
+    policy_deadline_ms: int = Field(250, gt=0, description="Per-evaluation deadline; fails closed.")
     policy_trusted_keys: list[str] = Field(
         default_factory=list, description="Ed25519 public keys (base64url) that sign bundles."
     )

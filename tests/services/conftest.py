@@ -37,7 +37,10 @@ ENGINES = ("embedded", "production")
 
 def unavailable(what: str, exc: BaseException) -> NoReturn:
     """Skip the test for a missing engine, or fail it under ``CI=true``."""
-    message = f"{what} is not reachable: {type(exc).__name__}: {exc}"
+    message = (
+        f"{what} is not reachable ({type(exc).__name__}: {exc}); start it or point "
+        "COUPON_TEST_POSTGRES_URL / COUPON_TEST_REDIS_URL at one (under CI=true this fails)"
+    )
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)

@@ -376,11 +376,10 @@ class AuthorityProcess:
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            message = self._failure(f"did not exit within {timeout}s of SIGTERM (now killed)")
             proc.kill()
             proc.wait()
-            raise AssertionError(
-                self._failure(f"did not exit within {timeout}s of SIGTERM")
-            ) from None
+            raise AssertionError(message) from None
         assert code in _CLEAN_EXIT, self._failure(f"exited with status {code} after SIGTERM")
         stderr = self.stderr_path.read_text(errors="replace")
         assert "Traceback" not in stderr, self._failure("printed a traceback while stopping")

@@ -803,6 +803,7 @@ class TestCorrelation:
 
 
 def _protected_operations(openapi: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(method, path, operation) of every documented operation outside :data:`PUBLIC_PATHS`."""
     operations = []
     for path, item in openapi["paths"].items():
         if path in PUBLIC_PATHS:
@@ -816,6 +817,8 @@ def _protected_operations(openapi: dict[str, Any]) -> list[tuple[str, str, dict[
 def _call(
     client: httpx.Client, method: str, path: str, operation: dict[str, Any]
 ) -> httpx.Response:
+    """Call one operation with a placeholder path and an empty body of the documented type
+    (credentials are checked before the body, so its content does not matter)."""
     concrete = path
     for parameter in operation.get("parameters", []):
         if parameter["in"] == "path":

@@ -27,7 +27,7 @@ import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Final, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import structlog
 from redis.asyncio.client import PubSub
@@ -85,11 +85,16 @@ class RevocationWriter(Protocol):
     async def add_revocation(self, record: RevocationRecord) -> RevocationRecord: ...
 
 
-async def _aclose(closeable: object) -> None:
-    """Close an async generator or a redis-py ``PubSub`` (whose ``aclose`` is untyped)."""
+async def _aclose(closeable: object, *, timeout: float = 2.0) -> None:
+    """Close an async generator or a redis-py ``PubSub`` (whose ``aclose`` is untyped).
+
+    Bounded: closing a subscription whose connection is mid-read can wait on that read,
+    and a shutdown must not hang on it.
+    """
     aclose = getattr(closeable, "aclose", None)
     if aclose is not None:
-        await aclose()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(aclose(), timeout)
 
 
 def _as_fetch(source: RevocationSource | Fetch) -> Fetch:
@@ -607,8 +612,12 @@ async def sse_stream(
     heartbeat: float = 15.0,
     page_size: int = 1000,
     max_queue: int = 1000,
+    closing: asyncio.Event | None = None,
 ) -> AsyncGenerator[str, None]:
     """The body of ``GET /v1/revocations/stream``: backlog after ``after``, then live pushes.
+
+    The stream ends when ``closing`` is set (the server is shutting down), so a graceful
+    shutdown does not wait for long-lived subscribers; they reconnect with ``Last-Event-ID``.
 
     ``after`` is the client's ``Last-Event-ID``. Every ``heartbeat`` seconds without traffic a
     comment is sent and the source is pulled again, so a lost publish reaches the client too.
@@ -645,13 +654,15 @@ async def sse_stream(
                 for record in await _fetch_all(fetch, last, page_size):
                     yield sse_event(record)
                     last = record.seq
-            try:
-                async with asyncio.timeout(heartbeat):
-                    item = await queue.get()
-            except TimeoutError:
+            item = await _next_item(queue, closing, heartbeat)
+            if item is _CLOSED:
+                yield sse_comment("closing")
+                return
+            if item is _TIMEOUT:
                 lost = True
                 yield sse_comment()
                 continue
+            assert not isinstance(item, _Signal)
             if item is None or item.seq > last + 1:
                 lost = True
             elif item.seq == last + 1:
@@ -659,9 +670,36 @@ async def sse_stream(
                 last = item.seq
     finally:
         reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(reader, 2.0)
         await _aclose(subscription)
+
+
+class _Signal:
+    """A non-record outcome of waiting for the next record."""
+
+
+_CLOSED = _Signal()
+_TIMEOUT = _Signal()
+
+
+async def _next_item(
+    queue: asyncio.Queue[RevocationRecord | None], closing: asyncio.Event | None, timeout: float
+) -> RevocationRecord | _Signal | None:
+    get = asyncio.ensure_future(queue.get())
+    waiters: set[asyncio.Future[Any]] = {get}
+    stop = asyncio.ensure_future(closing.wait()) if closing is not None else None
+    if stop is not None:
+        waiters.add(stop)
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.cancel()
+    if get in done:
+        return get.result()
+    return _CLOSED if stop is not None and stop in done else _TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,8 @@ Text = Annotated[str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: JSON true is not the integer 1, "5" is not 5.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class BindingModel(_Strict):
@@ -38,7 +39,7 @@ class BindingModel(_Strict):
         pattern=r"^[A-Za-z0-9_-]{43}$",
         description="Client certificate SHA-256 thumbprint (RFC 8705)",
     )
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> BindingModel:

@@ -6,8 +6,9 @@ import time
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, Security
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coupon import codes
@@ -46,7 +47,16 @@ def _ctx(request: Request) -> Context:
     return Context(trace_id=state.get("trace_id", ""), request_id=state.get("request_id", ""))
 
 
-async def _caller(request: Request) -> Principal:
+_API_KEY_SCHEME = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="A service credential: cpk_<id>_<secret>."
+)
+
+
+async def _caller(
+    request: Request, _key: Annotated[str | None, Security(_API_KEY_SCHEME)] = None
+) -> Principal:
+    # The scheme above only documents X-API-Key in the OpenAPI document; the authenticators
+    # (a plug-in list) read the headers themselves.
     authority = _authority(request)
     return await authenticate(authority.rt.authenticators, request.headers)
 
@@ -213,12 +223,14 @@ async def introspect(request: Request, authority: AuthorityDep, caller: Caller) 
     if len(raw) > 32_768:
         raise InvalidRequest(codes.REQUEST_BODY, "body too large")
     try:
-        form = parse_qs(raw.decode("ascii"), strict_parsing=False, max_num_fields=8)
+        form = parse_qs(raw.decode("ascii"), keep_blank_values=True, max_num_fields=8)
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequest(codes.REQUEST_BODY, "body is not a form") from None
     tokens = form.get("token", [])
     if len(tokens) != 1:
         raise InvalidRequest(codes.REQUEST_BODY, "send exactly one token= field")
+    if not tokens[0]:
+        return {"active": False}
     return await authority.introspect(caller, tokens[0])
 
 
@@ -281,7 +293,9 @@ async def revocation_stream(
         and len(last_event_id) < 19
     ):
         start = max(start, int(last_event_id))
-    body = sse_stream(authority.rt.store, authority.rt.bus, after=start)
+    body = sse_stream(
+        authority.rt.store, authority.rt.bus, after=start, closing=authority.rt.closing
+    )
     return StreamingResponse(
         body, media_type="text/event-stream", headers={"Cache-Control": "no-store"}
     )

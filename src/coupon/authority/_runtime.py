@@ -51,6 +51,7 @@ ADMIN_KEY_FILE = "admin.key"
 POLICY_KEY_FILE = "policy-signing.key"
 _log = get_logger("coupon.authority")
 _TRACER = tracer_provider().get_tracer("coupon.authority")
+_STOP_TIMEOUT = 3.0
 
 
 def _write_secret(path: Path, text: str) -> None:
@@ -121,6 +122,10 @@ class Runtime:
         self.policy_version = BUILTIN_VERSION
         self.admin_credential: str | None = None
         self._closers = closers
+        #: Set when the process begins to shut down: long-lived streams end on it.
+        self.closing = asyncio.Event()
+        self._reload_lock = asyncio.Lock()
+        self._last_key_reload = 0.0
         self._tasks: list[asyncio.Task[None]] = []
         self._verifier: Verifier | None = None
         self._verifier_keys: KeySet | None = None
@@ -207,18 +212,20 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stop background tasks and close connections (in reverse order of opening)."""
+        self.closing.set()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                await asyncio.wait_for(task, _STOP_TIMEOUT)
+        # Every step is bounded: a dependency that hangs must not keep the process alive.
         with contextlib.suppress(Exception):
-            await self.sync.stop()
+            await asyncio.wait_for(self.sync.stop(), _STOP_TIMEOUT)
         for close in reversed(self._closers):
             with contextlib.suppress(Exception):
                 result = close()
                 if asyncio.iscoroutine(result):
-                    await result
+                    await asyncio.wait_for(result, _STOP_TIMEOUT)
 
     async def _bootstrap_admin(self) -> None:
         """On an empty credential table, create the first admin credential and keep it."""
@@ -335,7 +342,18 @@ class Runtime:
             try:
                 if shed:
                     await self._shed(token)
-                verified = await self.verifier().verify_async(token, request, replay=self.replay)
+                try:
+                    verified = await self.verifier().verify_async(
+                        token, request, replay=self.replay
+                    )
+                except CouponError as exc:
+                    # A kid we do not know may be one another process created moments ago:
+                    # reload the keys once (at most every second) and try again.
+                    if exc.code is not codes.HEADER_KID or not await self._reload_keys_now():
+                        raise
+                    verified = await self.verifier().verify_async(
+                        token, request, replay=self.replay
+                    )
             except CouponError as exc:
                 span.set_attribute("coupon.result", "deny")
                 span.set_attribute("coupon.code", exc.code.code)
@@ -345,6 +363,15 @@ class Runtime:
             span.set_attribute("coupon.lineage", verified.claims.lin)
         self.metrics.verify_seconds.labels("allow").observe(time.perf_counter() - started)
         return verified
+
+    async def _reload_keys_now(self) -> bool:
+        """Reload the keyring unless that happened less than a second ago (single flight)."""
+        async with self._reload_lock:
+            if time.monotonic() - self._last_key_reload < 1.0:
+                return False
+            self._last_key_reload = time.monotonic()
+            await self.keyring.reload()
+            return True
 
     async def _shed(self, token: str) -> None:
         # Storm limits key on the presented coupon; an unparsable token is left to the

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import os
+import signal
 import socket
 from pathlib import Path
 from typing import Annotated, Any
@@ -77,6 +79,8 @@ def up(
     }
     settings = Settings(**overrides)
     configure_logging(level=settings.log_level, json=settings.log_json)
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: for a stuck process in production.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -88,13 +92,31 @@ def up(
     def ready(credential: str | None) -> None:
         _announce(settings, credential, actual_port)
 
-    server = uvicorn.Server(
+    app = create_app(settings, on_ready=ready)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # Tell long-lived streams first: uvicorn waits for open responses to finish
+            # before it runs the app's shutdown.
+            authority = getattr(app.state, "authority", None)
+            if authority is not None and loop is not None:
+                loop.call_soon_threadsafe(authority.rt.closing.set)
+            super().handle_exit(sig, frame)
+
+    loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve() -> None:
+        nonlocal loop
+        loop = asyncio.get_running_loop()
+        await server.serve(sockets=[sock])
+
+    server = Server(
         uvicorn.Config(
-            create_app(settings, on_ready=ready),
+            app,
             log_config=None,
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=10,
         )
     )
-    asyncio.run(server.serve(sockets=[sock]))
+    asyncio.run(serve())
