@@ -12,7 +12,7 @@ import json
 import secrets
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -23,26 +23,27 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from coupon import codes
-from coupon.authority._fanout import (
+from coupon.authority._bus import (
     Fetch,
     InProcessBus,
     RedisBus,
     RevocationBus,
-    RevocationSync,
-    Revoker,
-    SseParser,
-    parse_sse,
     record_from_json,
     record_to_json,
+)
+from coupon.authority._revocation import RevocationView
+from coupon.authority._sse import (
+    SseParser,
+    parse_sse,
     revocation_from_sse,
     sse_comment,
     sse_event,
     sse_events,
     sse_stream,
 )
-from coupon.authority._revocation import RevocationView
+from coupon.authority._sync import RevocationSync, Revoker
 from coupon.errors import DependencyUnavailable, StorageError
-from coupon.storage.base import RevocationRecord
+from coupon.storage.base import AuditRecord, RevocationRecord
 from coupon.storage.sql import SqlStore, normalise_url
 from coupon.token import RevocationFacts
 
@@ -377,7 +378,9 @@ class TestRevoker:
         """If the commit fails the caller gets the StorageError; nothing is applied or sent."""
 
         class DownStore:
-            async def add_revocation(self, record: RevocationRecord) -> RevocationRecord:
+            async def add_revocations(
+                self, records: Sequence[RevocationRecord], *, audit: AuditRecord | None = None
+            ) -> list[RevocationRecord]:
                 raise StorageError(codes.UNAVAILABLE_STORAGE, "down")
 
         bus = InProcessBus()

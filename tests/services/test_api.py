@@ -31,8 +31,8 @@ from tests.services.harness import (
     verify_body,
 )
 
-from coupon.authority._fanout import SseEvent, SseParser, revocation_from_sse
 from coupon.authority._nonce import server_time
+from coupon.authority._sse import SseEvent, SseParser, revocation_from_sse
 from coupon.policy import default_policy_source, make_bundle, sign_bundle
 from coupon.token import Binding, KeySet, Request, Verifier, attenuate
 from coupon.token.hazmat import b64url_encode

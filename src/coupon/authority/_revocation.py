@@ -1,7 +1,7 @@
 """The revocation view: every revocation this process knows of, and how fresh that knowledge is.
 
 Each Authority process (and, later, each SDK verifier) keeps one :class:`RevocationView` and
-feeds it from the revocation feed (see :mod:`coupon.authority._fanout`). The view answers the
+feeds it from the revocation feed (see :mod:`coupon.authority._sync`). The view answers the
 token core's :class:`~coupon.token.RevocationChecker` question on the verify hot path with a
 handful of dictionary lookups, and fails closed when it has not been confirmed current for
 longer than ``max_staleness``.

@@ -17,7 +17,6 @@ from coupon.token import Binding, parse_chain
 from coupon.token import Request as VerifyRequestSpec
 
 from ._auth import Principal, authenticate, require_role
-from ._fanout import sse_stream
 from ._models import (
     AttenuateRequest,
     BindingModel,
@@ -31,6 +30,7 @@ from ._models import (
     VerifyResponse,
 )
 from ._service import Authority, Context, Issued, IssueInput, VerifyInput
+from ._sse import sse_stream
 
 __all__ = ["router"]
 

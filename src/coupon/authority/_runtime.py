@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +32,17 @@ from coupon.policy import (
     verify_envelope,
 )
 from coupon.settings import Settings
-from coupon.storage.base import RevocationRecord
 from coupon.storage.sql import SqlStore
 from coupon.token import KeySet, Request, Verified, Verifier, parse_chain
 
 from ._audit import AuditSigner, StoreAuditSink
 from ._auth import ApiKeyAuthenticator, Authenticator, api_key_record, new_api_key
-from ._fanout import InProcessBus, RedisBus, RevocationBus, RevocationSync
+from ._bus import InProcessBus, RedisBus, RevocationBus
 from ._nonce import NonceService
 from ._replay import AsyncReplayStore, MemoryAsyncReplayStore, RedisReplayStore, redis_client
 from ._revocation import RevocationView
 from ._storm import MemoryStormGuard, RedisStormGuard, StormGuard
+from ._sync import RevocationSync, Revoker
 
 __all__ = ["ADMIN_KEY_FILE", "POLICY_KEY_FILE", "Runtime"]
 
@@ -116,6 +115,7 @@ class Runtime:
         self.storm = storm
         self.view = view
         self.sync = sync
+        self.revoker = Revoker(store, view, bus)
         self.authenticators: list[Authenticator] = [ApiKeyAuthenticator(store)]
         self.metrics = AuthorityMetrics()
         self.max_token = 8192
@@ -387,15 +387,3 @@ class Runtime:
         except CouponError as exc:
             self.metrics.shed.labels(exc.code.code).inc()
             raise
-
-    # -- revocation ------------------------------------------------------------------------------
-
-    async def publish_revocations(self, records: Sequence[RevocationRecord]) -> None:
-        """Enforce locally at once, then tell every other process (a lost publish is healed
-        by their next pull)."""
-        self.view.apply(records)
-        for record in records:
-            try:
-                await self.bus.publish(record)
-            except Exception as exc:
-                _log.warning("revocation_publish_failed", seq=record.seq, error=repr(exc))

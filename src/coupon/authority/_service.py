@@ -358,10 +358,7 @@ class Authority:
             request_id=ctx.request_id,
             lineage=value if kind == "lineage" else None,
         )
-        stored = await self.rt.store.add_revocations(
-            records, audit=self.rt.audit_sink.prepare(event)
-        )
-        await self.rt.publish_revocations(stored)
+        stored = await self.rt.revoker.commit(records, audit=self.rt.audit_sink.prepare(event))
         self.rt.metrics.revocations.labels(kind).inc(len(stored))
         self.rt.metrics.audit_events.labels("revocation.create").inc()
         return stored
