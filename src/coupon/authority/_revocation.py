@@ -20,7 +20,7 @@ from typing import Final
 from coupon import codes
 from coupon.errors import DependencyUnavailable
 from coupon.storage.base import RevocationRecord
-from coupon.token import RevocationFacts
+from coupon.token import MemoryRevocations, RevocationFacts
 
 __all__ = ["KINDS", "RevocationView"]
 
@@ -43,11 +43,7 @@ class RevocationView:
         if not max_staleness > 0:
             raise ValueError("max_staleness must be positive")
         self.max_staleness = max_staleness
-        self._jtis: dict[str, str] = {}
-        self._lineages: dict[str, str] = {}
-        self._subjects: dict[str, tuple[int, str]] = {}
-        self._tenants: dict[str, tuple[int, str]] = {}
-        self._kids: dict[str, tuple[int, str]] = {}
+        self._table = MemoryRevocations()  # the matching rules live in the token core
         self._cursor = 0
         self._above: set[int] = set()  # seqs applied above the cursor (there is a gap below)
         self._highest = 0
@@ -162,26 +158,9 @@ class RevocationView:
             DependencyUnavailable: ``CPN-DEP-001`` when no revocation applies and the view was
                 not confirmed current within ``max_staleness`` (fail closed).
         """
-        jtis = self._jtis
-        for jti in facts.jtis:
-            reason = jtis.get(jti)
-            if reason is not None:
-                return f"jti {jti} revoked: {reason}"
-        reason = self._lineages.get(facts.lineage)
+        reason = self._table.revoked(facts, now=now)
         if reason is not None:
-            return f"lineage {facts.lineage} revoked: {reason}"
-        subjects = self._subjects
-        for subject in facts.subjects:
-            hit = subjects.get(subject)
-            if hit is not None and facts.issued_at <= hit[0]:
-                return f"subject {subject} revoked: {hit[1]}"
-        hit = self._tenants.get(facts.tenant)
-        if hit is not None and facts.issued_at <= hit[0]:
-            return f"tenant {facts.tenant} revoked: {hit[1]}"
-        # A revoked key is revoked for every coupon it signed: whoever stole it writes iat too.
-        hit = self._kids.get(facts.kid)
-        if hit is not None:
-            return f"key {facts.kid} revoked: {hit[1]}"
+            return reason
         fresh_at = self._fresh_at
         if fresh_at is None:
             raise DependencyUnavailable(
@@ -198,19 +177,9 @@ class RevocationView:
     # -- internals -------------------------------------------------------------------------------
 
     def _enforce(self, record: RevocationRecord) -> None:
-        kind = record.kind
-        if kind == "jti":
-            self._jtis.setdefault(record.value, record.reason)
-        elif kind == "lineage":
-            self._lineages.setdefault(record.value, record.reason)
-        elif kind in KINDS:
-            table = {"subject": self._subjects, "tenant": self._tenants, "kid": self._kids}[kind]
-            previous = table.get(record.value)
-            # The latest revocation of a name covers the most coupons.
-            if previous is None or record.revoked_at > previous[0]:
-                table[record.value] = (record.revoked_at, record.reason)
-        else:
-            raise ValueError(f"unknown revocation kind {kind!r}")
+        self._table.add(
+            record.kind, record.value, reason=record.reason, revoked_at=record.revoked_at
+        )
         latest = self._latest_revoked_at
         if latest is None or record.revoked_at > latest:
             self._latest_revoked_at = record.revoked_at

@@ -92,6 +92,21 @@ def revoke(
         out.ok(f"revoked; feed cursor {answer['cursor']}")
 
 
+_POLICY_DONE = "active {active} (was {previous})"
+
+
+def _post_and_report(
+    path: str, done: str, url: str | None, api_key: str | None, json_: bool
+) -> None:
+    """POST an admin action; print the answer (JSON) or ``done`` filled from it."""
+    out = setup(json_=json_, verbose=False)
+    answer = call("POST", path, url=url, api_key=api_key)
+    if out.json:
+        out.emit(answer)
+    else:
+        out.ok(done.format(**answer))
+
+
 keys_app = typer.Typer(help="The Authority's signing keys (admin).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
@@ -111,17 +126,13 @@ def keys_list(url: UrlOpt = None, api_key: ApiKeyOpt = None, json_: JsonOpt = Fa
 @keys_app.command("rotate", epilog=EPILOG)
 def keys_rotate(url: UrlOpt = None, api_key: ApiKeyOpt = None, json_: JsonOpt = False) -> None:
     """Planned rotation: next signs, current retires once its coupons expired."""
-    out = setup(json_=json_, verbose=False)
-    answer = call("POST", "/v1/admin/keys/rotate", url=url, api_key=api_key)
-    out.emit(answer) if out.json else out.ok(f"signing with {answer['signing_kid']}")
+    _post_and_report("/v1/admin/keys/rotate", "signing with {signing_kid}", url, api_key, json_)
 
 
 @keys_app.command("rollback", epilog=EPILOG)
 def keys_rollback(url: UrlOpt = None, api_key: ApiKeyOpt = None, json_: JsonOpt = False) -> None:
     """Undo the last rotation."""
-    out = setup(json_=json_, verbose=False)
-    answer = call("POST", "/v1/admin/keys/rollback", url=url, api_key=api_key)
-    out.emit(answer) if out.json else out.ok(f"signing with {answer['signing_kid']}")
+    _post_and_report("/v1/admin/keys/rollback", "signing with {signing_kid}", url, api_key, json_)
 
 
 policy_app = typer.Typer(
@@ -213,21 +224,13 @@ def policy_activate(
     json_: JsonOpt = False,
 ) -> None:
     """Put an uploaded version in force."""
-    out = setup(json_=json_, verbose=False)
-    answer = call("POST", f"/v1/admin/policies/{version}/activate", url=url, api_key=api_key)
-    out.emit(answer) if out.json else out.ok(
-        f"active {answer['active']} (was {answer['previous']})"
-    )
+    _post_and_report(f"/v1/admin/policies/{version}/activate", _POLICY_DONE, url, api_key, json_)
 
 
 @policy_app.command("rollback", epilog=EPILOG)
 def policy_rollback(url: UrlOpt = None, api_key: ApiKeyOpt = None, json_: JsonOpt = False) -> None:
     """Re-activate the version in force before the current one."""
-    out = setup(json_=json_, verbose=False)
-    answer = call("POST", "/v1/admin/policies/rollback", url=url, api_key=api_key)
-    out.emit(answer) if out.json else out.ok(
-        f"active {answer['active']} (was {answer['previous']})"
-    )
+    _post_and_report("/v1/admin/policies/rollback", _POLICY_DONE, url, api_key, json_)
 
 
 @policy_app.command("list", epilog=EPILOG)

@@ -108,6 +108,24 @@ class MemoryRevocations:
     tenants: dict[str, tuple[int, str]] = field(default_factory=dict)
     kids: dict[str, tuple[int, str]] = field(default_factory=dict)
 
+    def add(self, kind: str, value: str, *, reason: str, revoked_at: int) -> None:
+        """Record one revocation; a later revocation of a subject, tenant or key covers more.
+
+        Raises:
+            ValueError: ``kind`` is not one of jti, lineage, subject, tenant, kid.
+        """
+        if kind == "jti":
+            self.jtis.setdefault(value, reason)
+        elif kind == "lineage":
+            self.lineages.setdefault(value, reason)
+        elif kind in ("subject", "tenant", "kid"):
+            table = {"subject": self.subjects, "tenant": self.tenants, "kid": self.kids}[kind]
+            previous = table.get(value)
+            if previous is None or revoked_at > previous[0]:
+                table[value] = (revoked_at, reason)
+        else:
+            raise ValueError(f"unknown revocation kind {kind!r}")
+
     def revoked(self, facts: RevocationFacts, *, now: float) -> str | None:
         for jti in facts.jtis:
             if jti in self.jtis:
