@@ -6,7 +6,8 @@ path, so the generator's own cost per request stays in the tens of microseconds 
 keep up with a few thousand requests per second from one core.
 
 Open loop (:func:`run_open_loop`): request ``i`` is *scheduled* at ``t0 + i / rate`` whatever
-the responses do, and its latency is measured from that scheduled time, so a stalled server
+the responses do, and its latency is measured from that scheduled time (or from the actual
+send, when that was earlier), so a stalled server
 shows up as latency instead of silently lowering the offered load (no coordinated omission).
 A request waits in a queue when every connection is busy; that wait is part of its latency.
 
@@ -19,6 +20,7 @@ Every run is bounded in count and in time. Times are ``time.perf_counter()`` sec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import math
 import time
@@ -51,7 +53,8 @@ class HttpResponse:
     body: bytes
 
 
-#: Sorts a response into "ok" or another label (counted under ``outcomes``).
+#: Sorts a response into "ok", "http:<status>" (an error) or another label such as
+#: "deny:<code>" (answered, but not ok); transport failures are labelled "error:<exception>".
 Classify = Callable[[HttpResponse], str]
 
 
@@ -148,10 +151,8 @@ class HttpConnection:
         """Close the connection (errors on close are ignored)."""
         self.closed = True
         self._writer.close()
-        try:
+        with contextlib.suppress(OSError):
             await self._writer.wait_closed()
-        except OSError:
-            pass
 
 
 # -- statistics ----------------------------------------------------------------------------------
@@ -212,8 +213,9 @@ class RunResult:
         """Rates, latency percentiles, error counts and generator health, as plain JSON."""
         elapsed = max(self.last_done - self.started, 1e-9)
         ok = self.outcomes.get("ok", 0)
-        errors = sum(n for label, n in self.outcomes.items() if label.startswith("error"))
-        errors += self.unfinished
+        errors = self.unfinished + sum(
+            n for label, n in self.outcomes.items() if label.startswith(("error:", "http:"))
+        )
         out: dict[str, Any] = {}
         if self.target_rps is not None:
             out["target_rps"] = self.target_rps
@@ -228,7 +230,7 @@ class RunResult:
         out["answered"] = self.answered
         out["ok"] = ok
         out["errors"] = errors
-        out["non_ok"] = self.answered - ok - (errors - self.unfinished)
+        out["non_ok"] = sum(self.outcomes.values()) - ok - (errors - self.unfinished)
         out["outcomes"] = dict(sorted(self.outcomes.items()))
         out["unfinished"] = self.unfinished
         out["service_p50_ms"] = latency_summary(self.service)["p50_ms"]
@@ -275,9 +277,15 @@ async def run_open_loop(
     connections: int = 64,
     timeout: float = 5.0,
     drain: float = 10.0,
+    early: float = 0.001,
     kind: str = "open",
 ) -> RunResult:
     """Send ``round(rate * duration)`` requests at fixed intervals; see the module docstring.
+
+    The event loop wakes with about a millisecond of granularity, so requests are handed to
+    the connections up to ``early`` seconds before their scheduled time rather than up to a
+    millisecond after it; a latency is then ``answer - min(scheduled, sent)``: never shorter
+    than what the server took, never hiding a late send.
 
     ``make_request(i)`` must be cheap (prebuilt bytes). A request not answered within
     ``timeout`` seconds counts as ``error:TimeoutError`` and its connection is replaced; the
@@ -312,7 +320,7 @@ async def run_open_loop(
                     response = await conn.request(raw)
                 label = classify(response)
                 end = time.perf_counter()
-                result.latencies.append(end - scheduled[i])
+                result.latencies.append(end - min(scheduled[i], sent))
                 result.service.append(end - sent)
             except (TimeoutError, *_TRANSPORT_ERRORS) as exc:
                 label = f"error:{type(exc).__name__}"
@@ -336,13 +344,13 @@ async def run_open_loop(
         i = 0
         while i < n:
             now = time.perf_counter()
-            while i < n and t0 + i * interval <= now:
+            while i < n and t0 + i * interval <= now + early:
                 scheduled[i] = t0 + i * interval
                 released[i] = now
                 queue.put_nowait(i)
                 i += 1
             if i < n:
-                await asyncio.sleep(max(0.0, t0 + i * interval - time.perf_counter()))
+                await asyncio.sleep(max(0.0, t0 + i * interval - early - time.perf_counter()))
         result.last_release = released[-1]
         try:
             async with asyncio.timeout(drain):

@@ -105,10 +105,29 @@ def api_key_record(
 
 
 class ApiKeyAuthenticator:
-    """``X-API-Key: cpk_<id>_<secret>`` checked against the stored hash."""
+    """``X-API-Key: cpk_<id>_<secret>`` checked against the stored hash.
 
-    def __init__(self, store: ApiKeyStore) -> None:
+    Records are cached for ``cache_seconds`` (bounded), so a busy caller costs one database
+    read per interval instead of one per request; a change to a key takes effect within it.
+    """
+
+    def __init__(self, store: ApiKeyStore, *, cache_seconds: float = 5.0, cache_size: int = 1024):
         self._store = store
+        self._ttl = cache_seconds
+        self._size = cache_size
+        self._cache: dict[str, tuple[float, ApiKeyRecord | None]] = {}
+
+    async def _record(self, key_id: str) -> ApiKeyRecord | None:
+        now = time.monotonic()
+        hit = self._cache.get(key_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        record = await self._store.get_api_key(key_id)
+        if record is not None:  # unknown ids are not cached: a flood of them cannot evict
+            if len(self._cache) >= self._size:
+                del self._cache[next(iter(self._cache))]
+            self._cache[key_id] = (now + self._ttl, record)
+        return record
 
     async def authenticate(self, headers: Mapping[str, str]) -> Principal | None:
         given = headers.get(API_KEY_HEADER)
@@ -117,7 +136,7 @@ class ApiKeyAuthenticator:
         match = _API_KEY.fullmatch(given)
         if match is None:
             raise AuthenticationFailed(codes.AUTH_INVALID, "malformed API key")
-        record = await self._store.get_api_key(match.group(1))
+        record = await self._record(match.group(1))
         # Compare even when the record is missing, so timing does not reveal which ids exist.
         expected = record.secret_hash if record is not None else b"\0" * 32
         if not hmac.compare_digest(expected, _hash(match.group(2))) or record is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import faulthandler
+import gc
 import os
 import signal
 import socket
@@ -68,6 +69,7 @@ def up(
     Stops cleanly on Ctrl-C and SIGTERM.
     """
     import uvicorn
+    import uvloop
 
     from coupon.authority.app import create_app
     from coupon.observability import configure_logging
@@ -84,12 +86,19 @@ def up(
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted sockets inherit TCP_NODELAY; without it a response written as head then body
+    # waits ~40 ms for the client's delayed ACK (see docs/benchmarks-authority.md).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((settings.host, settings.port))
     actual_port = sock.getsockname()[1]
     if settings.port == 0:
         settings = settings.model_copy(update={"port": actual_port})
 
     def ready(credential: str | None) -> None:
+        # Everything built at start-up lives as long as the process: move it out of the
+        # collector's sight, so full collections stop pausing requests for ~80 ms.
+        gc.collect()
+        gc.freeze()
         _announce(settings, credential, actual_port)
 
     app = create_app(settings, on_ready=ready)
@@ -115,8 +124,11 @@ def up(
             app,
             log_config=None,
             access_log=False,
+            http="httptools",
             lifespan="on",
             timeout_graceful_shutdown=10,
         )
     )
-    asyncio.run(serve())
+    # uvloop and httptools (C) instead of asyncio's loop and h11: the HTTP stack, not the
+    # verification, is most of a request's cost (docs/benchmarks-authority.md).
+    uvloop.run(serve())
