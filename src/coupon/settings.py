@@ -87,6 +87,11 @@ class Settings(BaseSettings):
     replay_limit_per_coupon: int = Field(
         200, gt=0, description="Verifications per coupon per second before shedding load."
     )
+    storm_guard_shared: bool = Field(
+        False,
+        description="Count storm limits in Redis across processes (one more round trip per "
+        "verify) instead of per process.",
+    )
     replay_limit_per_subject: int = Field(
         1000, gt=0, description="Verifications per subject per second before shedding load."
     )

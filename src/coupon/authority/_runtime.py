@@ -159,25 +159,25 @@ class Runtime:
         redis: Any = None
         bus: RevocationBus
         replay: AsyncReplayStore
-        storm: StormGuard
+        storm: StormGuard = MemoryStormGuard(
+            per_coupon=s.replay_limit_per_coupon, per_subject=s.replay_limit_per_subject
+        )
         if s.redis_url:
             redis = redis_client(s.redis_url)
             closers.append(redis.aclose)
             prefix = s.redis_prefix
             bus = RedisBus(s.redis_url, f"{prefix}revocations", client_name="coupon-authority")
             replay = RedisReplayStore(redis, prefix=f"{prefix}dpop:")
-            storm = RedisStormGuard(
-                redis,
-                per_coupon=s.replay_limit_per_coupon,
-                per_subject=s.replay_limit_per_subject,
-                prefix=f"{prefix}storm:",
-            )
+            if s.storm_guard_shared:
+                storm = RedisStormGuard(
+                    redis,
+                    per_coupon=s.replay_limit_per_coupon,
+                    per_subject=s.replay_limit_per_subject,
+                    prefix=f"{prefix}storm:",
+                )
         else:
             bus = InProcessBus()
             replay = MemoryAsyncReplayStore()
-            storm = MemoryStormGuard(
-                per_coupon=s.replay_limit_per_coupon, per_subject=s.replay_limit_per_subject
-            )
         closers.append(bus.close)
         view = RevocationView(max_staleness=s.revocation_max_staleness)
         sync = RevocationSync(view, store, bus, poll_interval=s.revocation_poll_interval)
