@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from coupon import codes
 from coupon.errors import (
@@ -51,9 +50,8 @@ _LINK_HEADER: Final = frozenset({"alg", "typ", "jwk"})
 _LINK_JWK_MEMBERS: Final = frozenset({"kty", "crv", "x", "y"})
 
 
-@dataclass(frozen=True, slots=True)
-class Link:
-    """One parsed, not yet verified, coupon of a chain."""
+class Link(NamedTuple):
+    """One parsed, not yet verified, coupon of a chain (a tuple: cheap to build)."""
 
     raw: str
     header: dict[str, Any]

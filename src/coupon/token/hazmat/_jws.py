@@ -6,8 +6,7 @@ coupon and a DPoP proof have different rules).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from coupon import codes
 from coupon.errors import MalformedCoupon
@@ -17,9 +16,8 @@ from ._encoding import b64url_decode, b64url_encode, dumps_compact, loads_object
 __all__ = ["CompactJWS", "encode_compact", "parse_compact"]
 
 
-@dataclass(frozen=True, slots=True)
-class CompactJWS:
-    """The three parts of a compact JWS, decoded."""
+class CompactJWS(NamedTuple):
+    """The three parts of a compact JWS, decoded (a tuple: built on every cold verify)."""
 
     header: dict[str, Any]
     payload: bytes
