@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -138,13 +137,3 @@ class Settings(BaseSettings):
     def issuer_id(self) -> str:
         """The ``iss`` written into coupons."""
         return self.issuer or self.base_url
-
-    def describe(self) -> list[tuple[str, str, Any]]:
-        """(environment variable, description, value) rows for ``--help`` and docs."""
-        rows = []
-        for name, field in type(self).model_fields.items():
-            value = getattr(self, name)
-            if isinstance(value, SecretStr):
-                value = "***"
-            rows.append((f"COUPON_{name.upper()}", field.description or "", value))
-        return rows

@@ -1234,6 +1234,18 @@ class TestCache:
         assert "signature" not in second.timings
         assert "chain" not in second.timings
 
+    def test_cached_claims_only_after_a_signature_check(self) -> None:
+        """cached_claims knows a token only once this verifier checked it, forged or not."""
+        token = coupon_for()
+        v = verifier()
+        assert v.cached_claims(token) is None
+        first = v.verify(token, request_for(token), now=NOW)
+        assert v.cached_claims(token) == first.claims
+        head, payload, sig = token.split(".")
+        forged = f"{head}.{payload}.{'A' if sig[0] != 'A' else 'B'}{sig[1:]}"
+        assert_denied(v.decide(forged, request_for(forged), now=NOW), codes.SIGNATURE, "signature")
+        assert v.cached_claims(forged) is None
+
     def test_cached_token_still_expires(self) -> None:
         """A cached coupon is denied with CPN-TIME-001 once it has expired."""
         token = coupon_for(ttl=60)

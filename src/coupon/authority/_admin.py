@@ -19,8 +19,9 @@ from coupon.storage.base import PolicyRecord
 from coupon.token.hazmat import b64url_encode
 
 from ._audit import AuditEvent
-from ._auth import ROLES, new_api_key, require_role
+from ._auth import ROLES, Principal, new_api_key, require_role
 from ._routes import AuthorityDep, Caller, Ctx
+from ._service import Authority, Context
 
 __all__ = ["admin_router"]
 
@@ -52,7 +53,9 @@ async def list_keys(authority: AuthorityDep, caller: Caller) -> dict[str, Any]:
     return {"keys": authority.rt.keyring.describe()}
 
 
-async def _key_change(authority: Any, caller: Any, ctx: Any, action: str) -> dict[str, Any]:
+async def _key_change(
+    authority: Authority, caller: Principal, ctx: Context, action: str
+) -> dict[str, Any]:
     require_role(caller, "admin")
     keyring = authority.rt.keyring
     event = await (
@@ -153,7 +156,9 @@ async def list_policies(authority: AuthorityDep, caller: Caller) -> dict[str, An
     }
 
 
-async def _activate(authority: Any, caller: Any, ctx: Any, version: str) -> dict[str, Any]:
+async def _activate(
+    authority: Authority, caller: Principal, ctx: Context, version: str
+) -> dict[str, Any]:
     rt = authority.rt
     if version != BUILTIN_VERSION and await rt.store.get_policy(version) is None:
         raise NotFound(codes.NOT_FOUND, f"no policy version {version!r}")

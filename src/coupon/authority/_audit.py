@@ -107,10 +107,9 @@ class AuditSink(Protocol):
 class StoreAuditSink:
     """Signs each event and stores it durably; returns once it is committed."""
 
-    def __init__(self, store: AuditStore, signer: AuditSigner, *, on_emit: Any = None) -> None:
+    def __init__(self, store: AuditStore, signer: AuditSigner) -> None:
         self._store = store
         self._signer = signer
-        self._on_emit = on_emit
 
     def prepare(self, event: AuditEvent) -> AuditRecord:
         """Canonicalise and sign ``event``; the caller stores it with the change it records."""
@@ -125,7 +124,4 @@ class StoreAuditSink:
 
     async def emit(self, event: AuditEvent) -> AuditRecord:
         """Sign and store ``event`` on its own."""
-        stored = await self._store.add_audit(self.prepare(event))
-        if self._on_emit is not None:
-            self._on_emit(event.action)
-        return stored
+        return await self._store.add_audit(self.prepare(event))

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coupon import codes
 from coupon.errors import CouponError, InvalidProof, InvalidRequest
-from coupon.token import Binding, parse_chain
+from coupon.token import Binding
 from coupon.token import Request as VerifyRequestSpec
 
 from ._auth import Principal, authenticate, require_role
@@ -29,7 +29,7 @@ from ._models import (
     VerifyRequest,
     VerifyResponse,
 )
-from ._service import Authority, Context, Issued, IssueInput, VerifyInput
+from ._service import Authority, Context, DelegateInput, Issued, IssueInput, VerifyInput
 from ._sse import sse_stream
 
 __all__ = ["router"]
@@ -128,31 +128,22 @@ async def attenuate(
     """Issue a sub-coupon to the holder of the parent, who proves possession with DPoP."""
     if authorization is None or not authorization.startswith("DPoP "):
         raise InvalidProof(codes.POP_MISSING, "send the parent as Authorization: DPoP <coupon>")
-    parent = authorization[5:].strip()
-    leaf = parse_chain(parent, max_size=authority.rt.max_token, max_depth=64)[-1].claims
-    htu = authority.rt.settings.base_url + "/v1/coupons/attenuate"
     issued = await authority.attenuate(
-        parent,
+        authorization[5:].strip(),
         dpop,
-        htu,
-        IssueInput(
+        authority.rt.settings.base_url + "/v1/coupons/attenuate",
+        DelegateInput(
             subject=body.subject,
-            audience=tuple(body.audience) if body.audience else leaf.aud,
-            tenant=leaf.tid,
-            resource=body.resource or str(leaf.res),
-            actions=tuple(body.actions) if body.actions else tuple(sorted(leaf.act)),
-            purpose=body.purpose or leaf.pur,
-            ttl=body.ttl,
             binding=_binding(body.binding),
+            audience=tuple(body.audience) if body.audience else None,
+            resource=body.resource,
+            actions=tuple(body.actions) if body.actions else None,
+            purpose=body.purpose,
+            ttl=body.ttl,
         ),
         ctx,
     )
     return _coupon_response(issued, ctx)
-
-
-def _claims_json(verified_claims: Any) -> dict[str, Any]:
-    out: dict[str, Any] = verified_claims.to_dict()
-    return out
 
 
 @router.post("/v1/coupons/verify", response_model=VerifyResponse, tags=["coupons"])

@@ -374,16 +374,20 @@ class Runtime:
             return True
 
     async def _shed(self, token: str) -> None:
-        # Storm limits key on the presented coupon; an unparsable token is left to the
-        # verifier, which denies it on its own.
+        # Storm limits key on the presented coupon. A repeat (the storm case) is in the
+        # verifier's cache; a first presentation is parsed here, and an unparsable token is
+        # left to the verifier, which denies it on its own.
+        leaf = self.verifier().cached_claims(token)
+        if leaf is None:
+            try:
+                chain = parse_chain(
+                    token, max_size=self.max_token, max_depth=self.settings.max_depth
+                )
+            except CouponError:
+                return
+            leaf = chain[-1].claims
         try:
-            leaf = parse_chain(token, max_size=self.max_token, max_depth=self.settings.max_depth)[
-                -1
-            ]
-        except CouponError:
-            return
-        try:
-            await self.storm.admit(leaf.claims.jti, leaf.claims.sub, now=time.time())
+            await self.storm.admit(leaf.jti, leaf.sub, now=time.time())
         except CouponError as exc:
             self.metrics.shed.labels(exc.code.code).inc()
             raise

@@ -53,6 +53,19 @@ class IssueInput:
 
 
 @dataclass(frozen=True, slots=True)
+class DelegateInput:
+    """A request for a sub-coupon; None keeps the parent's value."""
+
+    subject: str
+    binding: Binding
+    audience: tuple[str, ...] | None = None
+    resource: str | None = None
+    actions: tuple[str, ...] | None = None
+    purpose: str | None = None
+    ttl: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Issued:
     """A freshly issued coupon."""
 
@@ -98,12 +111,13 @@ class Authority:
         return await self._sign_and_record(builder, caller, req, decision, ctx, "coupon.issue")
 
     async def attenuate(
-        self, parent_token: str, proof: str | None, htu: str, req: IssueInput, ctx: Context
+        self, parent_token: str, proof: str | None, htu: str, req: DelegateInput, ctx: Context
     ) -> Issued:
         """Issue a sub-coupon of ``parent_token`` to the holder who proves possession of it.
 
         The parent (a coupon or an offline chain) must verify now, unrevoked, with a DPoP proof
-        (or be x5t-bound, which this REST call cannot prove, so it is refused).
+        (or be x5t-bound, which this REST call cannot prove, so it is refused). Scope the
+        request leaves out is the parent's.
         """
         links = parse_chain(
             parent_token, max_size=self.rt.max_token, max_depth=self.rt.settings.max_depth
@@ -118,6 +132,18 @@ class Authority:
             Request(audience=leaf.aud[0], method="POST", uri=htu, dpop=proof),
         )
         parent = verified.claims
+        if parent.dep + 1 > self.rt.settings.max_depth:
+            raise InvalidRequest(codes.REQUEST_WIDENS, f"depth {parent.dep + 1} exceeds the limit")
+        wanted = IssueInput(
+            subject=req.subject,
+            audience=req.audience or parent.aud,
+            tenant=parent.tid,
+            resource=req.resource or str(parent.res),
+            actions=req.actions or tuple(sorted(parent.act)),
+            purpose=req.purpose or parent.pur,
+            ttl=req.ttl,
+            binding=req.binding,
+        )
         holder = Principal(
             id=f"holder:{parent.sub}", roles=frozenset(), tenant=parent.tid, method="dpop"
         )
@@ -128,25 +154,26 @@ class Authority:
             purpose=parent.pur,
             depth=parent.dep,
         )
-        if parent.dep + 1 > self.rt.settings.max_depth:
-            raise InvalidRequest(codes.REQUEST_WIDENS, f"depth {parent.dep + 1} exceeds the limit")
-        decision = await self._decide(holder, req, parent_info, ctx, action="coupon.attenuate")
-        ttl = min(decision.ttl, max(parent.exp - int(time.time()), 1))
+        decision = await self._decide(holder, wanted, parent_info, ctx, action="coupon.attenuate")
+        now = int(time.time())
+        ttl = min(decision.ttl, max(parent.exp - now, 1))
         builder = (
             CouponBuilder()
             .child_of(parent_token)
             .issuer(self.rt.settings.issuer_id)
-            .subject(req.subject)
-            .audience(*req.audience)
-            .resource(req.resource)
-            .actions(*req.actions)
-            .purpose(req.purpose)
-            .bind(req.binding)
-            .lifetime(now=int(time.time()), ttl=ttl)
-            .expires(min(int(time.time()) + ttl, parent.exp))
+            .subject(wanted.subject)
+            .audience(*wanted.audience)
+            .resource(wanted.resource)
+            .actions(*wanted.actions)
+            .purpose(wanted.purpose)
+            .bind(wanted.binding)
+            .lifetime(now=now, ttl=ttl)
+            .expires(min(now + ttl, parent.exp))
             .jti(new_jti())
         )
-        return await self._sign_and_record(builder, holder, req, decision, ctx, "coupon.attenuate")
+        return await self._sign_and_record(
+            builder, holder, wanted, decision, ctx, "coupon.attenuate"
+        )
 
     def _check_tenant(self, caller: Principal, tenant: str) -> None:
         if caller.tenant is not None and caller.tenant != tenant:
@@ -387,5 +414,5 @@ class Authority:
             trace_id=event.trace_id or ctx.trace_id,
             request_id=event.request_id or ctx.request_id,
         )
-        await self.rt.store.add_audit(self.rt.audit_sink.prepare(stamped))
+        await self.rt.audit_sink.emit(stamped)
         self.rt.metrics.audit_events.labels(event.action).inc()
