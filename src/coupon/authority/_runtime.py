@@ -32,7 +32,7 @@ from coupon.policy import (
     verify_envelope,
 )
 from coupon.settings import Settings
-from coupon.storage.sql import SqlStore
+from coupon.storage.sql import KEY_BOOTSTRAP_LOCK, SqlStore
 from coupon.token import KeySet, Request, Verified, Verifier, parse_chain
 
 from ._audit import AuditSigner, StoreAuditSink
@@ -141,14 +141,17 @@ class Runtime:
         closers.append(store.close)
         await store.migrate()
         master = MasterKey.load_or_create(s)
-        keyring = await Keyring.open(
-            store,
-            master,
-            alg=s.key_algorithm,
-            max_ttl=s.max_ttl,
-            leeway=s.leeway,
-            grace=int(s.key_reload_interval) + 1,
-        )
+        # Replicas starting together on an empty database would each create first keys and
+        # publish different JWKS until their next reload: the first one in creates them.
+        async with store.exclusive(KEY_BOOTSTRAP_LOCK):
+            keyring = await Keyring.open(
+                store,
+                master,
+                alg=s.key_algorithm,
+                max_ttl=s.max_ttl,
+                leeway=s.leeway,
+                grace=int(s.key_reload_interval) + 1,
+            )
         engine = PolicyEngine.builtin()
         closers.append(engine.close)
         trusted = trusted_keys_from_settings(s.policy_trusted_keys)

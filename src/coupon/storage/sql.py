@@ -35,9 +35,10 @@ from .base import (
     RevocationRecord,
 )
 
-__all__ = ["SqlStore", "normalise_url"]
+__all__ = ["KEY_BOOTSTRAP_LOCK", "SqlStore", "normalise_url"]
 
 _MIGRATION_LOCK = 727_001  # PostgreSQL advisory lock id: one migrator at a time
+KEY_BOOTSTRAP_LOCK = 727_002  # one process creates the first keys; the others load them
 
 
 def normalise_url(url: str) -> str:
@@ -87,6 +88,25 @@ class SqlStore:
     async def ping(self) -> None:
         async with _mapped("ping"), self._engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
+
+    @asynccontextmanager
+    async def exclusive(self, lock_id: int) -> AsyncIterator[None]:
+        """Hold a cluster-wide lock while the block runs (one process at a time).
+
+        PostgreSQL: a session advisory lock on its own connection. SQLite serves one process
+        (the embedded default), so there is nothing to exclude and the block just runs.
+        """
+        if self.dialect != "postgresql":
+            yield
+            return
+        async with _mapped("lock"), self._engine.connect() as conn:
+            await conn.execute(sa.text("SELECT pg_advisory_lock(:id)"), {"id": lock_id})
+            await conn.commit()
+            try:
+                yield
+            finally:
+                await conn.execute(sa.text("SELECT pg_advisory_unlock(:id)"), {"id": lock_id})
+                await conn.commit()
 
     async def migrate(self) -> None:
         async with _mapped("migrate"), self._engine.begin() as conn:
