@@ -190,5 +190,24 @@ UNAVAILABLE_SIGNER = _c(
     "temporarily_unavailable",
 )
 
+# --- the Ledger: notes, checkpoints, proofs, tiles, entries -------------------------------------
+_NOTE = "MalformedLogData"
+LOG_NOTE = _c("CPN-LOG-001", "malformed signed note", _NOTE, 400, _REQ)
+LOG_CHECKPOINT = _c("CPN-LOG-002", "malformed checkpoint", _NOTE, 400, _REQ)
+LOG_PROOF_FORMAT = _c("CPN-LOG-003", "malformed proof", _NOTE, 400, _REQ)
+LOG_TILE = _c("CPN-LOG-004", "malformed tile or tile path", _NOTE, 400, _REQ)
+LOG_ENTRY = _c("CPN-LOG-005", "malformed log entry", _NOTE, 422, _REQ)
+LOG_UNTRUSTED = _c("CPN-LOG-006", "no trusted signature", "UntrustedLogData", 403, "access_denied")
+LOG_ORIGIN = _c("CPN-LOG-007", "unknown log origin", "NotFound", 404, _REQ)
+LOG_PROOF = _c("CPN-LOG-008", "proof does not verify", "ProofMismatch", 422, _REQ)
+LOG_ROLLBACK = _c("CPN-LOG-009", "log rolled back", "InconsistentLog", 409, _REQ)
+LOG_FORK = _c("CPN-LOG-010", "log forked", "InconsistentLog", 409, _REQ)
+LOG_RANGE = _c("CPN-LOG-011", "index or tree size out of range", "InvalidRequest", 400, _REQ)
+LOG_ERASED = _c("CPN-LOG-012", "personal data erased", "NotFound", 410, _REQ)
+LOG_WITNESS_SIZE = _c("CPN-LOG-013", "old size does not match the witness", "Conflict", 409, _REQ)
+UNAVAILABLE_LEDGER = _c(
+    "CPN-DEP-005", "ledger unavailable", "DependencyUnavailable", 503, "temporarily_unavailable"
+)
+
 # --- internal ----------------------------------------------------------------------------------
 INTERNAL = _c("CPN-INT-001", "internal error", "InternalError", 500, "server_error")

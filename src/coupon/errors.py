@@ -23,6 +23,11 @@ Every error that untrusted input can cause is a :class:`CouponError` carrying a 
     ├── RateLimited                (429) load shed; retry after the hinted delay
     ├── NotFound                   (404)
     ├── Conflict                   (409)
+    ├── LedgerError                the Ledger: notes, checkpoints, proofs, tiles, entries
+    │   ├── MalformedLogData       (400/422) a note, checkpoint, proof, tile or entry does not parse
+    │   ├── UntrustedLogData       (403) no trusted key signed it
+    │   ├── ProofMismatch          (422) a proof does not lead to the expected hash
+    │   └── InconsistentLog        (409) two signed views that cannot both be true: rollback, fork
     └── InternalError              (500) a bug: reported without details, logged in full
 """
 
@@ -38,6 +43,7 @@ __all__ = [
     "CouponRevoked",
     "DependencyUnavailable",
     "Forbidden",
+    "InconsistentLog",
     "InsufficientScope",
     "InternalError",
     "InvalidChain",
@@ -45,13 +51,17 @@ __all__ = [
     "InvalidProof",
     "InvalidRequest",
     "InvalidSignature",
+    "LedgerError",
     "MalformedCoupon",
+    "MalformedLogData",
     "NonceRequired",
     "NotFound",
     "PolicyDenied",
+    "ProofMismatch",
     "ProofReplayed",
     "RateLimited",
     "StorageError",
+    "UntrustedLogData",
     "error",
 ]
 
@@ -161,6 +171,78 @@ class Conflict(CouponError):
     """The request conflicts with the current state."""
 
 
+class LedgerError(CouponError):
+    """The Ledger refused or could not check a note, checkpoint, proof, tile or entry."""
+
+
+class MalformedLogData(LedgerError):
+    """A signed note, checkpoint, proof, tile or log entry does not parse."""
+
+
+class UntrustedLogData(LedgerError):
+    """No trusted key signed the note, or an entry's signature does not verify."""
+
+
+class ProofMismatch(LedgerError):
+    """A Merkle proof does not lead to the expected hash.
+
+    Attributes:
+        expected: the hash the proof had to reach (a root, usually from a checkpoint).
+        calculated: the hash the proof led to (empty when the proof could not be evaluated).
+    """
+
+    expected: bytes
+    calculated: bytes
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        reason: str,
+        *,
+        step: str | None = None,
+        expected: bytes = b"",
+        calculated: bytes = b"",
+    ) -> None:
+        super().__init__(code, reason, step=step)
+        self.expected = expected
+        self.calculated = calculated
+
+    def diagnostics(self) -> str:
+        lines = [super().diagnostics()]
+        if self.expected or self.calculated:
+            lines.append(f"  expected:   {self.expected.hex()}")
+            lines.append(f"  calculated: {self.calculated.hex()}")
+        return "\n".join(lines)
+
+
+class InconsistentLog(LedgerError):
+    """Two views of a log, both signed by it, cannot both be true (a rollback or a fork).
+
+    Attributes:
+        evidence: what proves it: both checkpoints and the proof that failed, as text.
+    """
+
+    evidence: dict[str, str]
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        reason: str,
+        *,
+        step: str | None = None,
+        evidence: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(code, reason, step=step)
+        self.evidence = dict(evidence or {})
+
+    def diagnostics(self) -> str:
+        lines = [super().diagnostics()]
+        for name, text in self.evidence.items():
+            lines.append(f"  {name}:")
+            lines.extend(f"    {line}" for line in text.splitlines())
+        return "\n".join(lines)
+
+
 class InternalError(CouponError):
     """Something that should never happen did; the details go to the log only."""
 
@@ -186,6 +268,11 @@ _KINDS: dict[str, type[CouponError]] = {
         RateLimited,
         NotFound,
         Conflict,
+        LedgerError,
+        MalformedLogData,
+        UntrustedLogData,
+        ProofMismatch,
+        InconsistentLog,
         InternalError,
     )
 }
