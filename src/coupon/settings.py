@@ -95,6 +95,40 @@ class Settings(BaseSettings):
         1000, gt=0, description="Verifications per subject per second before shedding load."
     )
 
+    # -- the Ledger --------------------------------------------------------------------------------
+    ledger_enabled: bool = Field(True, description="Run the Ledger (audit log) in this process.")
+    ledger_database_url: str = Field(
+        "",
+        description="SQLAlchemy URL of the Ledger; empty: COUPON_DATABASE_URL when set, else "
+        "SQLite at data_dir/ledger.db.",
+    )
+    ledger_origin: str = Field(
+        "",
+        pattern=r"^[^\s+]{0,256}$",
+        description="The log's origin line and key name; empty: the public URL without its "
+        "scheme + /v1/ledger.",
+    )
+    ledger_batch_size: int = Field(1024, ge=1, le=10_000, description="Entries per commit.")
+    ledger_batch_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="How long a commit waits for more entries (ms)."
+    )
+    ledger_checkpoint_interval: float = Field(
+        0.25, gt=0, le=60, description="Seconds between checkpoints while the log grows."
+    )
+    ledger_checkpoint_max_age: float = Field(
+        60.0, gt=0, description="Re-sign the checkpoint this often when idle (s, freshness)."
+    )
+    ledger_key_overlap: float = Field(
+        86_400.0, ge=0, description="Seconds old and new checkpoint keys both sign."
+    )
+    ledger_witnesses: list[str] = Field(
+        default_factory=list,
+        description='Witnesses to ask for cosignatures: "<vkey> <url>" (C2SP tlog-witness).',
+    )
+    ledger_subject_retention_days: int = Field(
+        0, ge=0, description="Erase a subject's key when unused this long (0: keep)."
+    )
+
     # -- observability ---------------------------------------------------------------------------
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool = Field(True, description="JSON log lines (false: console format).")
@@ -127,6 +161,22 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{self.data_dir / 'authority.db'}"
+
+    @property
+    def ledger_url(self) -> str:
+        """The Ledger's database URL (see ``ledger_database_url``)."""
+        if self.ledger_database_url:
+            return self.ledger_database_url
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'ledger.db'}"
+
+    @property
+    def ledger_origin_line(self) -> str:
+        """The log's origin (``host:port/v1/ledger`` by default)."""
+        if self.ledger_origin:
+            return self.ledger_origin
+        return self.base_url.split("://", 1)[-1] + "/v1/ledger"
 
     @property
     def base_url(self) -> str:

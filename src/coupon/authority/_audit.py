@@ -7,6 +7,9 @@ The Ledger takes the stored events over (they carry an empty ``ledger_index`` un
 
 from __future__ import annotations
 
+import hashlib
+import json
+import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -25,6 +28,7 @@ __all__ = [
     "AuditSigner",
     "AuditSink",
     "StoreAuditSink",
+    "seal_personal",
 ]
 
 AUDIT_CONTEXT: Final = b"coupon-audit-v1\n"
@@ -45,9 +49,19 @@ class AuditEvent:
     lineage: str | None = None
     policy_version: str | None = None
     service: str = "authority"
+    #: The person (or service) the event is about, when that is personal data: the Ledger
+    #: encrypts ``personal`` under a key of this subject's, which erasure destroys.
+    subject: str | None = None
+    personal: dict[str, Any] | None = None
 
-    def document(self, *, event_id: str, at_ms: int) -> dict[str, Any]:
-        """The canonical envelope as a JSON-ready dict."""
+    def document(
+        self, *, event_id: str, at_ms: int, commitment: str | None = None
+    ) -> dict[str, Any]:
+        """The canonical envelope as a JSON-ready dict.
+
+        ``commitment`` stands in for the personal data: SHA-256 over a random salt and the
+        data, so the signed event proves what the data was without containing it.
+        """
         return {
             "v": 1,
             "id": event_id,
@@ -63,6 +77,7 @@ class AuditEvent:
             "request_id": self.request_id,
             "lineage": self.lineage,
             "policy_version": self.policy_version,
+            "personal": None if commitment is None else {"commit": commitment},
         }
 
 
@@ -94,6 +109,19 @@ class AuditSigner:
         return True
 
 
+def seal_personal(
+    subject: str | None, data: dict[str, Any] | None
+) -> tuple[bytes | None, str | None]:
+    """The personal part kept beside the event, and the commitment the event carries."""
+    if subject is None and not data:
+        return None, None
+    salt = secrets.token_bytes(16)
+    body = {"subject": subject, "data": data or {}}
+    digest = hashlib.sha256(salt + rfc8785.dumps(body)).digest()
+    kept = json.dumps({**body, "salt": b64url_encode(salt)}).encode()
+    return kept, b64url_encode(digest)
+
+
 class AuditStore(Protocol):
     async def add_audit(self, record: AuditRecord) -> AuditRecord: ...
 
@@ -110,18 +138,31 @@ class StoreAuditSink:
     def __init__(self, store: AuditStore, signer: AuditSigner) -> None:
         self._store = store
         self._signer = signer
+        #: Called after an event is stored on its own (the Ledger's relay wakes on it).
+        self.on_stored: list[Any] = []
 
     def prepare(self, event: AuditEvent) -> AuditRecord:
         """Canonicalise and sign ``event``; the caller stores it with the change it records."""
         now_ms = int(time.time() * 1000)
-        canonical = rfc8785.dumps(event.document(event_id=uuid.uuid4().hex, at_ms=now_ms))
+        personal, commitment = seal_personal(event.subject, event.personal)
+        canonical = rfc8785.dumps(
+            event.document(event_id=uuid.uuid4().hex, at_ms=now_ms, commitment=commitment)
+        )
         return AuditRecord(
             event=canonical,
             signature=self._signer.sign(canonical),
             kid=self._signer.kid,
             created_at=now_ms // 1000,
+            personal=personal,
         )
 
     async def emit(self, event: AuditEvent) -> AuditRecord:
         """Sign and store ``event`` on its own."""
-        return await self._store.add_audit(self.prepare(event))
+        record = await self._store.add_audit(self.prepare(event))
+        self.stored()
+        return record
+
+    def stored(self) -> None:
+        """Tell the listeners that events were committed (with a change, or on their own)."""
+        for notify in self.on_stored:
+            notify()

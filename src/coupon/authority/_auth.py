@@ -32,7 +32,7 @@ __all__ = [
     "require_role",
 ]
 
-ROLES: Final = frozenset({"admin", "issuer", "auditor", "verifier"})
+ROLES: Final = frozenset({"admin", "issuer", "auditor", "verifier", "emitter"})
 API_KEY_HEADER: Final = "x-api-key"
 _API_KEY: Final = re.compile(r"cpk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 

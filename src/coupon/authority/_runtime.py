@@ -122,6 +122,8 @@ class Runtime:
         self.policy_version = BUILTIN_VERSION
         self.admin_credential: str | None = None
         self._closers = closers
+        #: The master key (set by :meth:`start`); the Ledger seals its keys with it too.
+        self.master: MasterKey | None = None
         #: Set when the process begins to shut down: long-lived streams end on it.
         self.closing = asyncio.Event()
         self._reload_lock = asyncio.Lock()
@@ -203,6 +205,7 @@ class Runtime:
             sync=sync,
             closers=closers,
         )
+        rt.master = master
         await rt.reload_policy()
         sync.start()
         try:

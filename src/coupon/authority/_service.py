@@ -213,10 +213,12 @@ class Authority:
                     action=action,
                     result="deny",
                     actor=caller.audit(),
-                    target={"subject": req.subject, "tenant": req.tenant, "resource": req.resource},
+                    target={"tenant": req.tenant, "resource": req.resource},
                     reason=decision.reason,
                     code=codes.POLICY_DENIED.code,
                     policy_version=decision.version,
+                    subject=req.subject,
+                    personal={"subject": req.subject},
                 ),
                 ctx,
             )
@@ -273,7 +275,6 @@ class Authority:
             actor=caller.audit(),
             target={
                 "jti": claims.jti,
-                "subject": claims.sub,
                 "tenant": claims.tid,
                 "resource": str(claims.res),
                 "actions": sorted(claims.act),
@@ -286,8 +287,12 @@ class Authority:
             request_id=ctx.request_id,
             lineage=claims.lin,
             policy_version=decision.version,
+            # The holder may be a person: kept apart, encrypted under their own key.
+            subject=claims.sub,
+            personal={"subject": claims.sub},
         )
         await self.rt.store.add_coupon(record, audit=self.rt.audit_sink.prepare(event))
+        self.rt.audit_sink.stored()
         self.rt.metrics.decisions.labels(action, "ok", "").inc()
         self.rt.metrics.audit_events.labels(action).inc()
         return Issued(token, claims, signer.kid)
@@ -386,6 +391,7 @@ class Authority:
             lineage=value if kind == "lineage" else None,
         )
         stored = await self.rt.revoker.commit(records, audit=self.rt.audit_sink.prepare(event))
+        self.rt.audit_sink.stored()
         self.rt.metrics.revocations.labels(kind).inc(len(stored))
         self.rt.metrics.audit_events.labels("revocation.create").inc()
         return stored

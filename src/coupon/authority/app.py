@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from coupon import __version__
-from coupon.observability import CorrelationMiddleware
+from coupon.ledger_service import AuditRelay, Ledger, LedgerConfig, ledger_router
+from coupon.observability import CorrelationMiddleware, LedgerMetrics
 from coupon.settings import Settings
 
 from ._admin import admin_router
@@ -18,6 +19,29 @@ from ._runtime import Runtime
 from ._service import Authority
 
 __all__ = ["create_app"]
+
+
+async def _start_ledger(rt: Runtime) -> Ledger:
+    """The Ledger beside the Authority: same master key, same metrics registry; it trusts the
+    Authority's audit key as an emitter."""
+    s = rt.settings
+    assert rt.master is not None
+    ledger = await Ledger.start(
+        LedgerConfig(
+            database_url=s.ledger_url,
+            origin=s.ledger_origin_line,
+            batch_size=s.ledger_batch_size,
+            batch_wait=s.ledger_batch_wait_ms / 1000,
+            checkpoint_interval=s.ledger_checkpoint_interval,
+            checkpoint_max_age=s.ledger_checkpoint_max_age,
+            key_overlap=s.ledger_key_overlap,
+            subject_retention_days=s.ledger_subject_retention_days,
+        ),
+        rt.master,
+        metrics=LedgerMetrics(rt.metrics.registry),
+    )
+    ledger.emitters[rt.audit_signer.kid] = rt.audit_signer.public_key
+    return ledger
 
 
 def create_app(
@@ -37,11 +61,22 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = runtime or await Runtime.start(config)
         app.state.authority = Authority(rt)
-        if on_ready is not None:
-            on_ready(rt.admin_credential)
+        app.state.ledger = None
+        relay: AuditRelay | None = None
         try:
+            if rt.settings.ledger_enabled and rt.master is not None:
+                app.state.ledger = await _start_ledger(rt)
+                relay = AuditRelay(rt.store, app.state.ledger)
+                rt.audit_sink.on_stored.append(relay.notify)
+                relay.start()
+            if on_ready is not None:
+                on_ready(rt.admin_credential)
             yield
         finally:
+            if relay is not None:
+                await relay.stop()
+            if app.state.ledger is not None:
+                await app.state.ledger.stop()
             if runtime is None:
                 await rt.stop()
 
@@ -57,6 +92,7 @@ def create_app(
     )
     app.include_router(router)
     app.include_router(admin_router)
+    app.include_router(ledger_router)
 
     def observe(route: str, method: str, status: int, seconds: float) -> None:
         authority = getattr(app.state, "authority", None)

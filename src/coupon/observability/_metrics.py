@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["AuthorityMetrics"]
+__all__ = ["AuthorityMetrics", "LedgerMetrics"]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -67,5 +67,58 @@ class AuthorityMetrics:
             "coupon_load_shed_total",
             "Requests shed by replay-storm protection.",
             ["scope"],
+            registry=r,
+        )
+
+
+_INTEGRATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass
+class LedgerMetrics:
+    """Every metric the Ledger exports (on the app's registry)."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.appended = Counter(
+            "coupon_ledger_entries_total", "Entries appended, by source.", ["source"], registry=r
+        )
+        self.batch_seconds = Histogram(
+            "coupon_ledger_commit_seconds",
+            "Time to commit one batch of entries with their tiles.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.integration_seconds = Histogram(
+            "coupon_ledger_integration_seconds",
+            "From an entry's commit to the first signed checkpoint that includes it.",
+            buckets=_INTEGRATION_BUCKETS,
+            registry=r,
+        )
+        self.tree_size = Gauge("coupon_ledger_tree_size", "Entries in the log.", registry=r)
+        self.checkpoint_size = Gauge(
+            "coupon_ledger_checkpoint_size", "Tree size of the newest checkpoint.", registry=r
+        )
+        self.checkpoint_age = Gauge(
+            "coupon_ledger_checkpoint_age_seconds", "Age of the newest checkpoint.", registry=r
+        )
+        self.proof_seconds = Histogram(
+            "coupon_ledger_proof_seconds",
+            "Time to build a proof, by kind.",
+            ["kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.witness = Counter(
+            "coupon_ledger_witness_requests_total",
+            "Cosignature requests to witnesses, by witness and outcome.",
+            ["witness", "outcome"],
+            registry=r,
+        )
+        self.relay_lag = Gauge(
+            "coupon_ledger_relay_pending",
+            "Audit events waiting to be relayed into the log (last poll).",
             registry=r,
         )

@@ -107,6 +107,7 @@ audit_events = Table(
     Column("kid", String(128), nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("ledger_index", BigInteger, nullable=True),  # set once the Ledger takes it over
+    Column("personal", LargeBinary, nullable=True),  # personal data the event commits to
 )
 
 api_keys = Table(

@@ -107,6 +107,9 @@ class AuditRecord:
     created_at: int
     seq: int = 0
     ledger_index: int | None = None
+    #: Personal data the event commits to, kept out of the signed event (JSON; see
+    #: ``coupon.authority._audit.seal_personal``). The Ledger encrypts it per subject.
+    personal: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +175,13 @@ class Store(Protocol):
     # audit
     async def add_audit(self, record: AuditRecord) -> AuditRecord: ...
     async def audit_after(self, seq: int, *, limit: int) -> list[AuditRecord]: ...
+    async def audit_pending(self, *, limit: int) -> list[AuditRecord]:
+        """Events the Ledger has not taken over yet, oldest first."""
+        ...
+
+    async def mark_audit(self, placed: Sequence[tuple[int, int]]) -> None:
+        """Record ``(seq, ledger index)`` pairs: these events are in the Ledger."""
+        ...
 
     # api keys
     async def add_api_key(self, record: ApiKeyRecord) -> None: ...

@@ -258,6 +258,25 @@ class SqlStore:
         )
         return [AuditRecord(**r._asdict()) for r in await self._rows("audit", stmt)]
 
+    async def audit_pending(self, *, limit: int) -> list[AuditRecord]:
+        c = t.audit_events.c
+        stmt = (
+            sa.select(t.audit_events).where(c.ledger_index.is_(None)).order_by(c.seq).limit(limit)
+        )
+        return [AuditRecord(**r._asdict()) for r in await self._rows("audit pending", stmt)]
+
+    async def mark_audit(self, placed: Sequence[tuple[int, int]]) -> None:
+        if not placed:
+            return
+        c = t.audit_events.c
+        stmt = (
+            sa.update(t.audit_events)
+            .where(c.seq == sa.bindparam("b_seq"))
+            .values(ledger_index=sa.bindparam("b_index"))
+        )
+        async with _mapped("mark audit"), self._engine.begin() as conn:
+            await conn.execute(stmt, [{"b_seq": s, "b_index": i} for s, i in placed])
+
     # -- API keys --------------------------------------------------------------------------------
 
     async def add_api_key(self, record: ApiKeyRecord) -> None:
