@@ -125,6 +125,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description='Witnesses to ask for cosignatures: "<vkey> <url>" (C2SP tlog-witness).',
     )
+    ledger_emitters: list[str] = Field(
+        default_factory=list,
+        description='Other services whose signed events the log takes: "<kid> <base64url '
+        "Ed25519 public key>\" (the Authority's own key is always trusted).",
+    )
     ledger_subject_retention_days: int = Field(
         0, ge=0, description="Erase a subject's key when unused this long (0: keep)."
     )

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from coupon import __version__
-from coupon.ledger_service import AuditRelay, Ledger, LedgerConfig, ledger_router
+from coupon.ledger_service import AuditRelay, Ledger, LedgerConfig, emitter_keys, ledger_router
 from coupon.observability import CorrelationMiddleware, LedgerMetrics
 from coupon.settings import Settings
 
@@ -41,6 +41,7 @@ async def _start_ledger(rt: Runtime) -> Ledger:
         metrics=LedgerMetrics(rt.metrics.registry),
     )
     ledger.emitters[rt.audit_signer.kid] = rt.audit_signer.public_key
+    ledger.emitters.update(emitter_keys(s.ledger_emitters))
     return ledger
 
 

@@ -8,7 +8,7 @@ from ._entries import Leaf, Submission, parse_leaf
 from ._relay import AuditOutbox, AuditRelay
 from ._routes import ledger_router
 from ._sequencer import Head, Receipt
-from ._service import Ledger, LedgerConfig
+from ._service import Ledger, LedgerConfig, emitter_keys
 
 __all__ = [
     "AuditOutbox",
@@ -19,6 +19,7 @@ __all__ = [
     "LedgerConfig",
     "Receipt",
     "Submission",
+    "emitter_keys",
     "ledger_router",
     "parse_leaf",
 ]

@@ -7,12 +7,12 @@ core (:mod:`coupon.ledger`); full tiles never change, so they are cached.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -47,7 +47,7 @@ from ._sequencer import Head, Receipt, Sequencer
 from ._signing import CheckpointKeys
 from ._subjects import SubjectVault
 
-__all__ = ["AUDIT_CONTEXT", "Ledger", "LedgerConfig"]
+__all__ = ["AUDIT_CONTEXT", "Ledger", "LedgerConfig", "emitter_keys"]
 
 AUDIT_CONTEXT = b"coupon-audit-v1\n"  # what emitters sign over (coupon.authority._audit)
 _log = get_logger("coupon.ledger")
@@ -384,6 +384,17 @@ class Ledger:
         return await self.store.expire_subject_keys(int((time.time() - days * 86_400) * 1000))
 
 
-def default_database_url(data_dir: Path) -> str:
-    """The embedded Ledger database: its own SQLite file beside the Authority's."""
-    return f"sqlite+aiosqlite:///{data_dir / 'ledger.db'}"
+def emitter_keys(entries: Sequence[str]) -> dict[str, Ed25519PublicKey]:
+    """Parse ``"<kid> <base64url Ed25519 public key>"`` settings.
+
+    Raises:
+        ValueError: a malformed entry (a configuration error: refuse to start).
+    """
+    keys = {}
+    for entry in entries:
+        kid, _, text = entry.strip().partition(" ")
+        raw = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
+        if not kid or len(raw) != 32:
+            raise ValueError(f"ledger emitter {entry!r}: want '<kid> <base64url public key>'")
+        keys[kid] = Ed25519PublicKey.from_public_bytes(raw)
+    return keys
