@@ -61,7 +61,8 @@ class TestAppend:
             receipts = await asyncio.gather(*(ledger.append(s) for s in subs))
             assert sorted(r.index for r in receipts) == list(range(300))
             row = await ledger.publish(force=True)
-            assert row is not None and row.size == 300
+            assert row is not None
+            assert row.size == 300
             checkpoint, _, _ = open_checkpoint(row.note, [verifier(ledger)])
             assert checkpoint.origin == "test.example/ledger"
             stored = {r.idx: r for r in await ledger.entries(0, 300)}
@@ -134,7 +135,7 @@ class TestAppendOnlyInTheDatabase:
                 "substr(hashes, 1, 32)", "substring(hashes FROM 1 FOR 32)"
             )
         with pytest.raises(
-            (IntegrityError, OperationalError, DBAPIError), match="append-only|only grow"
+            (IntegrityError, OperationalError, DBAPIError), match=r"append-only|only grow"
         ):
             await _sql(url, statement)
 
@@ -171,7 +172,8 @@ class TestRestart:
             more = await asyncio.gather(*(ledger.append(event(i)) for i in range(700, 1000)))
             assert min(r.index for r in more) == 700
             second = await ledger.publish(force=True)
-            assert second is not None and second.size == 1000
+            assert second is not None
+            assert second.size == 1000
             proof = await ledger.consistency_proof(700, 1000)
             verify_consistency(700, 1000, proof, first.root_hash, second.root_hash)
             assert await ledger.root(700) == first.root_hash
