@@ -51,6 +51,22 @@ PUBLIC_PATHS: Final = frozenset(
         "/v1/docs",
         "/v1/coupons/attenuate",
         "/v1/audit/key",
+        # The Ledger's public side: hashes and signed checkpoints reveal nothing else.
+        "/v1/ledger/checkpoint",
+        "/v1/ledger/checkpoints",
+        "/v1/ledger/key",
+        "/v1/ledger/proof/inclusion",
+        "/v1/ledger/proof/consistency",
+        "/v1/ledger/tile/{path}",
+    }
+)
+#: Public routes that need parameters (tested where their feature is).
+PUBLIC_WITH_PARAMETERS: Final = frozenset(
+    {
+        "/v1/coupons/attenuate",
+        "/v1/ledger/proof/inclusion",
+        "/v1/ledger/proof/consistency",
+        "/v1/ledger/tile/{path}",
     }
 )
 #: Signs the policy bundles the admin tests upload; trusted through the settings.
@@ -876,7 +892,7 @@ class TestAuthentication:
 
     def test_public_routes_answer_without_credentials(self, authority: AuthorityProcess) -> None:
         """The public routes answer 200 to anyone."""
-        for path in sorted(PUBLIC_PATHS - {"/v1/coupons/attenuate"}):
+        for path in sorted(PUBLIC_PATHS - PUBLIC_WITH_PARAMETERS):
             response = authority.anon.get(path)
             assert response.status_code == 200, f"{path}: {response.status_code}"
 

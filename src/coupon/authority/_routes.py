@@ -329,8 +329,9 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", tags=["health"])
-async def readyz(authority: AuthorityDep) -> JSONResponse:
-    """Ready when the database, the signing key, the revocation view (and Redis) are."""
+async def readyz(authority: AuthorityDep, request: Request) -> JSONResponse:
+    """Ready when the database, the signing key, the revocation view, Redis (when used) and
+    the Ledger (its database and a fresh checkpoint) are."""
     rt = authority.rt
     checks: dict[str, str] = {}
     try:
@@ -353,6 +354,9 @@ async def readyz(authority: AuthorityDep) -> JSONResponse:
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = type(exc).__name__
+    ledger = getattr(request.app.state, "ledger", None)
+    if ledger is not None:
+        checks["ledger"] = await ledger.readiness()
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},

@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from coupon import __version__
-from coupon.ledger_service import AuditRelay, Ledger, LedgerConfig, emitter_keys, ledger_router
+from coupon.ledger_service import AuditRelay, Ledger, LedgerConfig, emitter_keys, witnessing
+from coupon.ledger_service._routes import ledger_router
 from coupon.observability import CorrelationMiddleware, LedgerMetrics
 from coupon.settings import Settings
 
@@ -36,12 +37,15 @@ async def _start_ledger(rt: Runtime) -> Ledger:
             checkpoint_max_age=s.ledger_checkpoint_max_age,
             key_overlap=s.ledger_key_overlap,
             subject_retention_days=s.ledger_subject_retention_days,
+            origin_explicit=bool(s.ledger_origin),
         ),
         rt.master,
         metrics=LedgerMetrics(rt.metrics.registry),
     )
     ledger.emitters[rt.audit_signer.kid] = rt.audit_signer.public_key
     ledger.emitters.update(emitter_keys(s.ledger_emitters))
+    if s.ledger_witnesses:
+        ledger.witnesses.append(witnessing(ledger, s.ledger_witnesses))
     return ledger
 
 

@@ -44,6 +44,8 @@ COMMAND_MODULES: Final = (
     "_verify_cmd",
     "_dpop_cmds",
     "_remote_cmds",
+    "_ledger_cmds",
+    "_witness_cmd",
 )
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")

@@ -31,6 +31,7 @@ __all__ = [
     "TileSource",
     "TrustState",
     "VerifyResult",
+    "check_root",
     "entry_at",
     "fetch_tiles",
     "locate_leaf",
@@ -44,7 +45,6 @@ TILE_BYTES: Final = TILE_WIDTH * HASH_SIZE
 #: The largest entry bundle: 256 entries of at most 2 + 65535 bytes.
 MAX_BUNDLE: Final = TILE_WIDTH * (2 + 0xFFFF)
 MAX_JSON: Final = 16 * 1024 * 1024
-TIMEOUT: Final = 10.0
 
 
 def b64(data: bytes) -> str:
@@ -113,7 +113,7 @@ class HttpTileSource:
 
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
-        self._client = client or httpx.Client(timeout=TIMEOUT, trust_env=False)
+        self._client = client or httpx.Client(timeout=10.0, trust_env=False)
 
     def close(self) -> None:
         """Close the HTTP client."""
@@ -317,7 +317,7 @@ def verify_log(
     checks = [f"checkpoint signed by {', '.join(f'{s.name}+{s.key_id:08x}' for s in sigs)}"]
     proof: list[bytes] = []
     if state is None or state.size == 0 < checkpoint.size:
-        _check_root(source, checkpoint)
+        check_root(source, checkpoint)
         checks.append(f"tiles hash to the root of size {checkpoint.size}")
     elif checkpoint.size < state.size:
         reason = f"tree size {checkpoint.size} is smaller than the trusted {state.size}"
@@ -349,7 +349,8 @@ def verify_log(
     return VerifyResult(checkpoint, text, new, state, checks, proof)
 
 
-def _check_root(source: TileSource, checkpoint: Checkpoint) -> None:
+def check_root(source: TileSource, checkpoint: Checkpoint) -> None:
+    """Check that the source's tiles hash to the checkpoint's root (``CPN-LOG-008``)."""
     tiles = fetch_tiles(source, ledger.root_plan(checkpoint.size).tiles())
     root = ledger.root_from_tiles(checkpoint.size, tiles)
     if root != checkpoint.root_hash:

@@ -41,6 +41,8 @@ def _announce(settings: Settings, credential: str | None, port: int) -> None:
         f"  time        {base}/v1/time",
         f"  health      {base}/healthz  {base}/readyz  {base}/metrics",
     ]
+    if settings.ledger_enabled:
+        lines.append(f"  ledger      {base}/v1/ledger/checkpoint  (key: {base}/v1/ledger/key)")
     if credential:
         lines.append(f"  admin key   {credential}")
         if not settings.database_url:

@@ -1,14 +1,14 @@
 """The Ledger service: sequencing, checkpoints, the auditor API, the relay, witnesses.
 
 The pure Merkle and note code is :mod:`coupon.ledger`; this package is its adapter to a
-database and to HTTP. ``docs/ledger.md`` describes the whole.
+database and to HTTP (the routes, ``_routes.ledger_router``, are mounted by the app that
+also runs the Authority, whose callers they authenticate). ``docs/ledger.md`` describes it.
 """
 
 from ._entries import Leaf, Submission, parse_leaf
 from ._relay import AuditOutbox, AuditRelay
-from ._routes import ledger_router
 from ._sequencer import Head, Receipt
-from ._service import Ledger, LedgerConfig, emitter_keys
+from ._service import Ledger, LedgerConfig, emitter_keys, witnessing
 
 __all__ = [
     "AuditOutbox",
@@ -20,6 +20,6 @@ __all__ = [
     "Receipt",
     "Submission",
     "emitter_keys",
-    "ledger_router",
     "parse_leaf",
+    "witnessing",
 ]

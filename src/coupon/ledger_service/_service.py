@@ -11,8 +11,8 @@ import base64
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -47,7 +47,7 @@ from ._sequencer import Head, Receipt, Sequencer
 from ._signing import CheckpointKeys
 from ._subjects import SubjectVault
 
-__all__ = ["AUDIT_CONTEXT", "Ledger", "LedgerConfig", "emitter_keys"]
+__all__ = ["AUDIT_CONTEXT", "Ledger", "LedgerConfig", "emitter_keys", "witnessing"]
 
 AUDIT_CONTEXT = b"coupon-audit-v1\n"  # what emitters sign over (coupon.authority._audit)
 _log = get_logger("coupon.ledger")
@@ -67,6 +67,9 @@ class LedgerConfig:
     checkpoint_max_age: float = 60.0
     key_overlap: float = 86_400.0
     subject_retention_days: int = 0
+    #: False when ``origin`` is only derived from the URL: a log keeps the origin it was
+    #: born with (its identity), whatever port it is started on later.
+    origin_explicit: bool = True
 
 
 class Ledger:
@@ -100,6 +103,8 @@ class Ledger:
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self.witnesses: list[object] = []  # hooks: each has async cosign(row) (see _witness)
+        #: Closed at stop, after the tasks (e.g. the witnesses' HTTP client).
+        self.closers: list[Callable[[], Awaitable[object]]] = []
 
     @classmethod
     async def start(
@@ -109,6 +114,14 @@ class Ledger:
         store = await LedgerStore.connect(config.database_url)
         try:
             await store.migrate()
+            stored = await store.signing_keys()
+            if stored and stored[0]["name"] != config.origin:
+                if config.origin_explicit:
+                    raise ValueError(
+                        f"this log's origin is {stored[0]['name']!r}, not {config.origin!r}: "
+                        "an origin is the log's identity and cannot change"
+                    )
+                config = replace(config, origin=stored[0]["name"])
             keys = CheckpointKeys(store, master, config.origin)
             await keys.load()
         except BaseException:
@@ -132,6 +145,9 @@ class Ledger:
                 await asyncio.wait_for(task, 3.0)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.sequencer.stop(), 3.0)
+        for close in self.closers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(close(), 3.0)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.store.close(), 3.0)
 
@@ -190,10 +206,15 @@ class Ledger:
     # -- checkpoints -----------------------------------------------------------------------------
 
     async def _publisher(self) -> None:
+        next_retention = 0.0
         while True:
             await asyncio.sleep(self.config.checkpoint_interval)
             try:
                 await self.publish()
+                if time.monotonic() >= next_retention:
+                    next_retention = time.monotonic() + 3600
+                    if expired := await self.expire_subjects():
+                        _log.info("subject_keys_expired", count=expired)
             except CouponError as exc:
                 _log.warning("checkpoint_failed", code=exc.code.code, reason=exc.reason)
             except Exception as exc:  # the loop survives; the next round retries
@@ -374,6 +395,19 @@ class Ledger:
             leaf.pd_ref, leaf.pd_ciphertext, event_id=str(leaf.event.get("id"))
         )
 
+    async def readiness(self) -> str:
+        """``"ok"``, or why not: the database answers and the newest checkpoint is fresh."""
+        try:
+            await self.store.ping()
+        except CouponError as exc:
+            return exc.reason
+        if self._latest is None:
+            return "no checkpoint yet"
+        age = time.time() - self._latest.published_ms / 1000
+        if age > 2 * self.config.checkpoint_max_age + 5:
+            return f"checkpoint is {age:.0f}s old"
+        return "ok"
+
     # -- housekeeping ----------------------------------------------------------------------------
 
     async def expire_subjects(self) -> int:
@@ -398,3 +432,29 @@ def emitter_keys(entries: Sequence[str]) -> dict[str, Ed25519PublicKey]:
             raise ValueError(f"ledger emitter {entry!r}: want '<kid> <base64url public key>'")
         keys[kid] = Ed25519PublicKey.from_public_bytes(raw)
     return keys
+
+
+def witnessing(ledger: Ledger, entries: Sequence[str]) -> object:
+    """The hook that asks each configured witness (``"<vkey> <url>"``) to cosign."""
+    import httpx
+
+    from ._witness import LogWitnessing, WitnessClient
+
+    client = httpx.AsyncClient(timeout=5.0, trust_env=False)
+    ledger.closers.append(client.aclose)
+    clients = []
+    for entry in entries:
+        vkey, _, url = entry.strip().partition(" ")
+        if not url.strip():
+            raise ValueError(f"ledger witness {entry!r}: want '<witness vkey> <url>'")
+        clients.append(WitnessClient(url.strip(), vkey, client=client))
+
+    async def store(seq: int, witness: str, line: str) -> None:
+        await ledger.store.add_cosignature(seq, witness, line, int(time.time() * 1000))
+
+    return LogWitnessing(
+        clients,
+        proof=ledger.consistency_proof,
+        store=store,
+        count=lambda witness, outcome: ledger.metrics.witness.labels(witness, outcome).inc(),
+    )

@@ -35,10 +35,6 @@ from coupon.errors import (
     DependencyUnavailable,
     InconsistentLog,
     MalformedLogData,
-    NotFound,
-    ProofMismatch,
-    StorageError,
-    UntrustedLogData,
     error,
 )
 from coupon.ledger import (
@@ -49,7 +45,6 @@ from coupon.ledger import (
     Verifier,
     parse_checkpoint,
     parse_note,
-    parse_vkey,
     sign_note,
     verify_consistency,
     verify_note,
@@ -74,19 +69,12 @@ MAX_PROOF: Final = 63
 SIZE_TYPE: Final = "text/x.tlog.size"
 _SIZE: Final = re.compile(rb"0|[1-9][0-9]{0,18}")
 _log = get_logger("coupon.ledger.witness")
-_REFUSALS: Final = {  # the client's reading of a witness's refusal
-    400: codes.LOG_PROOF_FORMAT,
-    403: codes.LOG_UNTRUSTED,
-    404: codes.LOG_ORIGIN,
-    409: codes.LOG_FORK,
-    422: codes.LOG_PROOF,
-}
+_REFUSED: Final = (codes.LOG_PROOF_FORMAT, codes.LOG_UNTRUSTED, codes.LOG_ORIGIN, codes.LOG_PROOF)
+_REFUSALS: Final = {c.status: c for c in (*_REFUSED, codes.LOG_FORK)}  # by the witness's status
 
 
 class WitnessConflict(Conflict):
     """The old size is not the size of the witness's latest cosigned checkpoint (``.size``)."""
-
-    size: int
 
     def __init__(self, size: int, reason: str | None = None) -> None:
         super().__init__(codes.LOG_WITNESS_SIZE, reason or f"the witness is at size {size}")
@@ -110,15 +98,14 @@ def _storage(what: str) -> Iterator[None]:
     try:
         yield
     except sqlite3.Error as exc:
-        raise StorageError(codes.UNAVAILABLE_STORAGE, f"{what}: {type(exc).__name__}") from exc
+        raise error(codes.UNAVAILABLE_STORAGE, f"{what}: {type(exc).__name__}") from exc
 
 
 class WitnessState:
-    """``origin -> (size, root hash, note)`` in an SQLite file; updates are compare-and-set.
+    """``origin -> (size, root hash, note)`` in SQLite, updated by compare-and-set.
 
-    Each update runs in ``BEGIN IMMEDIATE``, so two requests (threads or processes) cannot
-    both check the same old state and then both write.
-    """
+    An update runs in ``BEGIN IMMEDIATE``: no two requests (threads or processes) both check
+    the same old state and then both write."""
 
     def __init__(self, path: Path | str, *, timeout: float = 10.0) -> None:
         self._lock = threading.Lock()
@@ -171,9 +158,10 @@ def _parse_body(body: bytes) -> tuple[int, list[bytes], bytes]:
     if len(body) > MAX_BODY:
         raise _bad(f"request body larger than {MAX_BODY} bytes")
     head, sep, rest = body.partition(b"\n")
-    if not sep or not head.startswith(b"old ") or not _SIZE.fullmatch(head[4:]):
+    if not sep or head[:4] != b"old " or not _SIZE.fullmatch(head[4:]):
         raise _bad("first line is not 'old <size>'")
-    old = int(head[4:])
+    if (old := int(head[4:])) > MAX_TREE_SIZE:
+        raise _bad("old size out of range")
     proof: list[bytes] = []
     while True:
         line, sep, rest = rest.partition(b"\n")
@@ -187,8 +175,6 @@ def _parse_body(body: bytes) -> tuple[int, list[bytes], bytes]:
         if digest is None or len(digest) != 32:
             raise _bad("proof line is not canonical base64 of 32 bytes")
         proof.append(digest)
-    if old > MAX_TREE_SIZE:
-        raise _bad("old size out of range")
     return old, proof, rest
 
 
@@ -223,34 +209,31 @@ class Witness:
         checkpoint = parse_checkpoint(note.text)
         keys = self._logs.get(checkpoint.origin)
         if keys is None:
-            raise NotFound(codes.LOG_ORIGIN, f"unknown origin {checkpoint.origin!r}")
+            raise error(codes.LOG_ORIGIN, f"unknown origin {checkpoint.origin!r}")
         verify_note(note, keys)
         if old > checkpoint.size:
             raise _bad(f"old size {old} is larger than the checkpoint size {checkpoint.size}")
 
         def decide(latest: WitnessedCheckpoint | None) -> WitnessedCheckpoint | None:
-            size, root = (0, b"") if latest is None else (latest.size, latest.root_hash)
+            size, root, root_note = latest or (0, b"", "")
             if old != size:
                 raise WitnessConflict(size, f"old size {old}, the witness is at {size}")
-            if old == checkpoint.size:
-                if latest is not None and root != checkpoint.root_hash:
-                    raise InconsistentLog(
-                        codes.LOG_FORK,
-                        f"size {old} was cosigned with another root hash",
-                        evidence={"cosigned": latest.note, "submitted": note.encode()},
-                    )
-                if proof:
-                    raise ProofMismatch(codes.LOG_PROOF, "equal sizes: the proof must be empty")
-                if latest is not None:
-                    return None  # nothing new: cosign again, keep the stored note
-            elif old == 0:
-                if proof:
-                    raise ProofMismatch(codes.LOG_PROOF, "the proof from size 0 must be empty")
-            else:
+            same = old == checkpoint.size and latest is not None
+            if same and root != checkpoint.root_hash:
+                raise InconsistentLog(
+                    codes.LOG_FORK,
+                    f"size {old} was cosigned with another root hash",
+                    evidence={"cosigned": root_note, "submitted": note.encode()},
+                )
+            if old in (0, checkpoint.size) and proof:
+                raise error(codes.LOG_PROOF, "from size 0 or to the same size, no proof")
+            if old not in (0, checkpoint.size):
                 try:
                     verify_consistency(old, checkpoint.size, proof, root, checkpoint.root_hash)
                 except MalformedLogData as exc:  # a proof of the wrong shape does not verify
-                    raise ProofMismatch(codes.LOG_PROOF, exc.reason) from None
+                    raise error(codes.LOG_PROOF, exc.reason) from None
+            if same:
+                return None  # nothing new: cosign again, keep the stored note
             return WitnessedCheckpoint(checkpoint.size, checkpoint.root_hash, note.encode())
 
         self._state.update(checkpoint.origin, decide)
@@ -271,7 +254,8 @@ def witness_app(witness: Witness) -> Starlette:
             lines = await run_in_threadpool(witness.add_checkpoint, bytes(body))
         except WitnessConflict as exc:
             _log.info("witness_conflict", code=exc.code.code, reason=exc.reason)
-            return Response(f"{exc.size}\n", status_code=409, media_type=SIZE_TYPE)
+            headers = {"Content-Type": SIZE_TYPE}  # as is: media_type would add a charset
+            return Response(f"{exc.size}\n", 409, headers=headers)
         except CouponError as exc:
             _log.info("witness_refused", code=exc.code.code, reason=exc.reason)
             text = f"{exc.code.code} {exc.code.title}\n"
@@ -304,12 +288,10 @@ class WitnessClient:
     async def cosign(
         self, checkpoint_note: str, old_size: int, proof: list[bytes]
     ) -> tuple[str, ...]:
-        """Send the checkpoint; return the verified cosignature lines.
+        """Send the checkpoint; return the cosignature lines that verify with the vkey.
 
-        Raises:
-            WitnessConflict: the witness is at another size (``.size``): resend from there.
-            CouponError: the witness refused (the code of its status) or its answer is bad.
-            DependencyUnavailable: the witness could not be reached or failed.
+        Raises :class:`WitnessConflict` (resend from its ``.size``), ``DependencyUnavailable``
+        (unreachable or failing), or the CouponError of a refusal or of a bad cosignature.
         """
         note = parse_note(checkpoint_note)
         lines = "".join(base64.b64encode(h).decode("ascii") + "\n" for h in proof)
@@ -317,31 +299,33 @@ class WitnessClient:
         try:
             response = await self._client.post(self.url, content=body)
         except httpx.HTTPError as exc:
-            raise DependencyUnavailable(
-                codes.UNAVAILABLE_LEDGER, f"witness {self.name}: {type(exc).__name__}"
-            ) from None
-        status, ctype = response.status_code, response.headers.get("content-type", "")
-        if status == 409 and ctype.split(";")[0].strip() == SIZE_TYPE:
-            size = response.content.rstrip(b"\n")
-            if not _SIZE.fullmatch(size):
-                raise UntrustedLogData(codes.LOG_UNTRUSTED, "witness sent a malformed size")
-            raise WitnessConflict(int(size))
-        if status != 200 or len(response.content) > MAX_BODY:
+            raise error(codes.UNAVAILABLE_LEDGER, f"{self.name}: {exc!r}") from None
+        status, content = response.status_code, response.content
+        if status == 409 and response.headers.get("content-type", "").startswith(SIZE_TYPE):
+            if not content.endswith(b"\n") or not _SIZE.fullmatch(content[:-1]):
+                raise error(codes.LOG_UNTRUSTED, "witness sent a malformed size")
+            raise WitnessConflict(int(content[:-1]))
+        if status != 200 or len(content) > MAX_BODY:
             code = _REFUSALS.get(status, codes.UNAVAILABLE_LEDGER)
             raise error(code, f"witness {self.name} answered {status}")
-        signed = parse_note(note.text + "\n" + response.content.decode("utf-8", "replace"))
+        signed = parse_note(note.text + "\n" + content.decode("utf-8", "replace"))
         _, verified = verify_note(signed, [self.verifier])
         return tuple(sig.line() for sig in verified)
+
+
+_OUTCOMES: Final = (
+    (WitnessConflict, "conflict"),  # a second 409, or the witness is ahead of this checkpoint
+    (DependencyUnavailable, "unavailable"),
+    (CouponError, "refused"),  # a 4xx, or a cosignature that does not verify
+)
 
 
 class LogWitnessing:
     """The log's hook: sends each new checkpoint to every witness, stores cosignatures.
 
     Remembers per witness the size it last cosigned (0 at start); a 409 teaches the right
-    old size and the request is sent once more. Errors are logged and counted, never raised.
-    Outcomes: ``ok``, ``resync``, ``stale``, ``conflict``, ``refused``, ``unavailable``,
-    ``error``.
-    """
+    old size and the request is sent once more. Errors are logged and counted, never raised:
+    ``count(witness, outcome)`` with ``ok``, ``resync``, ``stale`` or one of ``_OUTCOMES``."""
 
     def __init__(
         self,
@@ -366,54 +350,36 @@ class LogWitnessing:
         return [] if old in (0, new) else await self._proof(old, new)
 
     async def _one(self, witness: WitnessClient, row: CheckpointRow) -> None:
-        name = witness.name
-        lock = self._locks.setdefault(name, asyncio.Lock())
-        outcome = "error"
+        name, outcome = witness.name, "error"
         try:
-            async with lock:
+            async with self._locks.setdefault(name, asyncio.Lock()):
                 old = self.sizes.get(name, 0)
                 if row.size < old:
                     outcome = "stale"
                     return
                 try:
-                    lines = await witness.cosign(
-                        row.note, old, await self._proof_for(old, row.size)
-                    )
-                except WitnessConflict as exc:
+                    proof = await self._proof_for(old, row.size)
+                    lines = await witness.cosign(row.note, old, proof)
+                except WitnessConflict as exc:  # learn the witness's size, resend once
                     if exc.size > row.size:
                         raise
                     self._count(name, "resync")
-                    _log.info("witness_resync", witness=name, was=old, size=exc.size)
                     proof = await self._proof_for(exc.size, row.size)
                     lines = await witness.cosign(row.note, exc.size, proof)
                 self.sizes[name] = row.size
                 for line in lines:
                     await self._store(row.seq, name, line)
                 outcome = "ok"
-        except WitnessConflict as exc:
-            outcome = "conflict"
-            _log.warning("witness_conflict", witness=name, size=row.size, witness_size=exc.size)
-        except DependencyUnavailable as exc:
-            outcome = "unavailable"
-            _log.warning("witness_unavailable", witness=name, reason=exc.reason)
-        except CouponError as exc:
-            outcome = "refused"
-            _log.warning("witness_refused", witness=name, code=exc.code.code, reason=exc.reason)
-        except Exception:
-            _log.exception("witness_error", witness=name, size=row.size)
+        except Exception as exc:  # logged and counted, never raised: the log goes on
+            outcome = next((o for kind, o in _OUTCOMES if isinstance(exc, kind)), "error")
+            reason = exc.reason if isinstance(exc, CouponError) else repr(exc)
+            bug = outcome == "error"
+            _log.warning(
+                "witness_failed", witness=name, outcome=outcome, reason=reason, exc_info=bug
+            )
         finally:
             with contextlib.suppress(Exception):
                 self._count(name, outcome)
-
-
-def _logs_from_vkeys(log_vkeys: Sequence[str]) -> dict[str, list[Verifier]]:
-    logs: dict[str, list[Verifier]] = {}
-    for vkey in log_vkeys:
-        verifier = parse_vkey(vkey)
-        if not isinstance(verifier, Ed25519Verifier):
-            raise ValueError(f"log key {verifier.name} is not an Ed25519 note key")
-        logs.setdefault(verifier.name, []).append(verifier)
-    return logs
 
 
 def load_or_create_key(key_file: Path, name: str) -> CosignatureSigner:
@@ -423,9 +389,7 @@ def load_or_create_key(key_file: Path, name: str) -> CosignatureSigner:
     except FileExistsError:
         signer = CosignatureSigner.from_skey(key_file.read_text(encoding="ascii").strip())
         if signer.name != name:
-            raise ValueError(
-                f"the key in {key_file} is named {signer.name!r}, not {name!r}"
-            ) from None
+            raise ValueError(f"the key in {key_file} is not named {name!r}") from None
         return signer
     signer = CosignatureSigner.generate(name)
     with os.fdopen(fd, "w", encoding="ascii") as out:
@@ -439,9 +403,12 @@ def serve_witness(
     """Run a witness with uvicorn; the log of each vkey is the origin named by the key."""
     import uvicorn
 
+    logs: dict[str, list[Verifier]] = {}
+    for vkey in log_vkeys:
+        verifier = Ed25519Verifier.from_vkey(vkey)  # a log signs notes with Ed25519
+        logs.setdefault(verifier.name, []).append(verifier)
     signer = load_or_create_key(key_file, name)
     print(signer.verifier().vkey(), file=sys.stderr)
-    logs = _logs_from_vkeys(log_vkeys)
     state = WitnessState(state_path)
     try:
         uvicorn.run(witness_app(Witness(signer, logs, state)), host=host, port=port)
