@@ -65,7 +65,7 @@ def wait_for(
         hits = client.get("/v1/ledger/search", params={"action": action, "target": target}).json()[
             "hits"
         ]
-        if hits and all(h["proof"] is not None for h in hits) or time.monotonic() > deadline:
+        if (hits and all(h["proof"] is not None for h in hits)) or time.monotonic() > deadline:
             return list(hits)
         time.sleep(0.05)
 
