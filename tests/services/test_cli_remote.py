@@ -137,3 +137,18 @@ class TestCurlExample:
         assert result.returncode == 0, result.stdout + result.stderr
         assert "False CPN-REV-001" in result.stdout
         assert "authority walkthrough done" in result.stdout
+
+    def test_ledger_walkthrough_script(self, embedded: AuthorityProcess, tmp_path: Path) -> None:
+        """examples/ledger.sh proves a fresh revocation is in the log (the README's commands)."""
+        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        env = {k: v for k, v in env.items() if not k.startswith("COUPON_")}
+        result = subprocess.run(
+            ["bash", str(ROOT / "examples" / "ledger.sh"), embedded.base_url,
+             embedded.admin_key, str(tmp_path)],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "is in the log of size" in result.stderr
+        assert "ledger walkthrough done" in result.stdout
+        state = json.loads((tmp_path / "trust.json").read_text())
+        assert state["size"] >= 1
