@@ -16,7 +16,7 @@ import pytest
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 #: The pages whose examples are tested. Add a page here when it gains ```pycon blocks.
-PAGES = ("python-api.md", "coupon-format.md", "errors.md")
+PAGES = ("python-api.md", "coupon-format.md", "errors.md", "ledger.md")
 
 _BLOCK = re.compile(r"^```pycon[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 _FLAGS = doctest.ELLIPSIS | doctest.DONT_ACCEPT_TRUE_FOR_1
