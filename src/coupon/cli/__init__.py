@@ -45,6 +45,7 @@ COMMAND_MODULES: Final = (
     "_dpop_cmds",
     "_remote_cmds",
     "_ledger_cmds",
+    "_ledger_audit_cmds",
     "_witness_cmd",
 )
 for _name in COMMAND_MODULES:

@@ -8,7 +8,8 @@ also runs the Authority, whose callers they authenticate). ``docs/ledger.md`` de
 from ._entries import Leaf, Submission, parse_leaf
 from ._relay import AuditOutbox, AuditRelay
 from ._sequencer import Head, Receipt
-from ._service import Ledger, LedgerConfig, emitter_keys, witnessing
+from ._service import Ledger, LedgerConfig
+from ._wiring import emitter_keys, witnessing
 
 __all__ = [
     "AuditOutbox",

@@ -7,7 +7,6 @@ core (:mod:`coupon.ledger`); full tiles never change, so they are cached.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import time
 from collections import OrderedDict
@@ -26,6 +25,7 @@ from coupon.ledger import (
     TilePlan,
     TileRef,
     consistency_plan,
+    encode_bundle,
     inclusion_plan,
     root_of,
     root_plan,
@@ -47,7 +47,7 @@ from ._sequencer import Head, Receipt, Sequencer
 from ._signing import CheckpointKeys
 from ._subjects import SubjectVault
 
-__all__ = ["AUDIT_CONTEXT", "Ledger", "LedgerConfig", "emitter_keys", "witnessing"]
+__all__ = ["AUDIT_CONTEXT", "Ledger", "LedgerConfig"]
 
 AUDIT_CONTEXT = b"coupon-audit-v1\n"  # what emitters sign over (coupon.authority._audit)
 _log = get_logger("coupon.ledger")
@@ -100,6 +100,7 @@ class Ledger:
         self._tiles: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._uncheckpointed: list[tuple[int, float]] = []  # (tree size, commit time)
         self._latest: CheckpointRow | None = None
+        self._seen_size = 0  # the largest stored size this process has read
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self.witnesses: list[object] = []  # hooks: each has async cosign(row) (see _witness)
@@ -320,13 +321,22 @@ class Ledger:
     async def _hashes(self, plan: TilePlan) -> list[bytes]:
         return plan.hashes(await self._fetch(plan.tiles()))
 
-    def _check_size(self, size: int) -> None:
-        if not 0 < size <= self.head.size:
-            raise InvalidRequest(codes.LOG_RANGE, f"tree size {size} is not in 1..{self.head.size}")
+    async def stored_size(self, wanted: int = 0) -> int:
+        """The committed tree size, asking the database when ``wanted`` is beyond what this
+        process has sequenced itself (another process may have appended since)."""
+        known = max(self.head.size, self._seen_size)
+        if wanted > known:
+            self._seen_size = known = max(known, await self.store.size())
+        return known
+
+    async def _check_size(self, size: int) -> None:
+        known = await self.stored_size(size)
+        if not 0 < size <= known:
+            raise InvalidRequest(codes.LOG_RANGE, f"tree size {size} is not in 1..{known}")
 
     async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """The inclusion proof of entry ``index`` in the tree of ``size``."""
-        self._check_size(size)
+        await self._check_size(size)
         started = time.perf_counter()
         nodes, plan = inclusion_plan(index, size)
         proof = nodes.rehash(await self._hashes(plan))
@@ -335,7 +345,7 @@ class Ledger:
 
     async def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
         """The consistency proof from tree size ``size1`` to ``size2``."""
-        self._check_size(size2)
+        await self._check_size(size2)
         started = time.perf_counter()
         nodes, plan = consistency_plan(size1, size2)
         proof = nodes.rehash(await self._hashes(plan)) if nodes.ids else []
@@ -344,7 +354,7 @@ class Ledger:
 
     async def root(self, size: int) -> bytes:
         """The root of the tree of ``size``."""
-        self._check_size(size)
+        await self._check_size(size)
         return root_of(await self._hashes(root_plan(size)))
 
     async def tile(self, ref: TileRef) -> bytes:
@@ -353,14 +363,12 @@ class Ledger:
         Raises:
             NotFound: ``CPN-REQ-008`` when the log has no such tile (yet).
         """
-        head = self.head.size
         level = max(ref.level, 0)
-        available = head >> (8 * level)
+        needed = (ref.index * TILE_WIDTH + ref.width) << (8 * level)
+        available = (await self.stored_size(needed)) >> (8 * level)
         if (ref.index * TILE_WIDTH + ref.width) > available:
             raise NotFound(codes.NOT_FOUND, "no such tile in the log (yet)")
         if ref.level < 0:
-            from coupon.ledger import encode_bundle
-
             start = ref.index * TILE_WIDTH
             rows = await self.store.entries(start, start + ref.width)
             return encode_bundle(r.data for r in rows)
@@ -373,12 +381,12 @@ class Ledger:
         """Entries ``[start, end)`` (at most 1000)."""
         if not 0 <= start < end or end - start > 1000:
             raise InvalidRequest(codes.LOG_RANGE, "ask for 1 to 1000 entries from index >= 0")
-        return await self.store.entries(start, min(end, self.head.size))
+        return await self.store.entries(start, min(end, await self.stored_size(end)))
 
     async def find(self, leaf_hash: bytes) -> int:
         """The index of the entry with ``leaf_hash``."""
         index = await self.store.find_leaf(leaf_hash)
-        if index is None or index >= self.head.size:
+        if index is None or index >= await self.stored_size(index + 1):
             raise NotFound(codes.NOT_FOUND, "no entry with that leaf hash")
         return index
 
@@ -416,45 +424,3 @@ class Ledger:
         if days <= 0:
             return 0
         return await self.store.expire_subject_keys(int((time.time() - days * 86_400) * 1000))
-
-
-def emitter_keys(entries: Sequence[str]) -> dict[str, Ed25519PublicKey]:
-    """Parse ``"<kid> <base64url Ed25519 public key>"`` settings.
-
-    Raises:
-        ValueError: a malformed entry (a configuration error: refuse to start).
-    """
-    keys = {}
-    for entry in entries:
-        kid, _, text = entry.strip().partition(" ")
-        raw = base64.urlsafe_b64decode(text.strip() + "=" * (-len(text.strip()) % 4))
-        if not kid or len(raw) != 32:
-            raise ValueError(f"ledger emitter {entry!r}: want '<kid> <base64url public key>'")
-        keys[kid] = Ed25519PublicKey.from_public_bytes(raw)
-    return keys
-
-
-def witnessing(ledger: Ledger, entries: Sequence[str]) -> object:
-    """The hook that asks each configured witness (``"<vkey> <url>"``) to cosign."""
-    import httpx
-
-    from ._witness import LogWitnessing, WitnessClient
-
-    client = httpx.AsyncClient(timeout=5.0, trust_env=False)
-    ledger.closers.append(client.aclose)
-    clients = []
-    for entry in entries:
-        vkey, _, url = entry.strip().partition(" ")
-        if not url.strip():
-            raise ValueError(f"ledger witness {entry!r}: want '<witness vkey> <url>'")
-        clients.append(WitnessClient(url.strip(), vkey, client=client))
-
-    async def store(seq: int, witness: str, line: str) -> None:
-        await ledger.store.add_cosignature(seq, witness, line, int(time.time() * 1000))
-
-    return LogWitnessing(
-        clients,
-        proof=ledger.consistency_proof,
-        store=store,
-        count=lambda witness, outcome: ledger.metrics.witness.labels(witness, outcome).inc(),
-    )

@@ -1,0 +1,138 @@
+"""The Ledger fuzz harness (fuzz/fuzz_ledger.py) in plain pytest: corpus replay and mutants.
+
+A short deterministic stand-in for an atheris run (docs/fuzzing.md): the committed seeds,
+a few thousand seeded byte mutations of them, and hypothesis-generated inputs, each through
+``check_input``, which raises only on a finding (anything but a ``CouponError``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+FUZZ_DIR = Path(__file__).resolve().parents[2] / "fuzz"
+CORPUS = FUZZ_DIR / "corpus_ledger"
+MUTATIONS = 3000
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, FUZZ_DIR / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+fuzz_ledger = _load("fuzz_ledger")
+check_input: Callable[[bytes], None] = fuzz_ledger.check_input
+CORPUS_FILES = sorted(p for p in CORPUS.iterdir() if p.is_file()) if CORPUS.is_dir() else []
+
+
+def _check(data: bytes) -> None:
+    try:
+        check_input(data)
+    except Exception as exc:  # report the input that failed, for replay
+        raise AssertionError(f"finding for input {data!r}") from exc
+
+
+def _mutate(data: bytes, rng: random.Random, pool: list[bytes]) -> bytes:
+    """One to four libFuzzer-like edits: flip, insert, erase, repeat, splice, dictionary."""
+    buf = bytearray(data)
+    words = [entry.encode() for entry in fuzz_ledger.DICTIONARY]
+    for _ in range(rng.randint(1, 4)):
+        kind = rng.randrange(6)
+        pos = rng.randrange(len(buf) + 1)
+        if kind == 0 and buf:
+            buf[min(pos, len(buf) - 1)] ^= 1 << rng.randrange(8)
+        elif kind == 1:
+            buf[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        elif kind == 2:
+            del buf[pos : pos + rng.randint(1, 16)]
+        elif kind == 3:
+            buf[pos:pos] = buf[pos : pos + rng.randint(1, 8)] * rng.randint(2, 64)
+        elif kind == 4:
+            other = rng.choice(pool)
+            start = rng.randrange(len(other) + 1)
+            buf[pos:] = other[start:]
+        else:
+            buf[pos:pos] = rng.choice(words)
+    return bytes(buf)
+
+
+def _mutants() -> Iterator[bytes]:
+    rng = random.Random(20_261_124)
+    pool = [p.read_bytes() for p in CORPUS_FILES]
+    for i in range(MUTATIONS):
+        if i % 10 == 0:
+            yield bytes(rng.randrange(256) for _ in range(rng.randint(0, 96)))
+        else:
+            yield _mutate(rng.choice(pool), rng, pool)
+
+
+class TestCorpus:
+    """The committed seed corpus."""
+
+    def test_corpus_is_present(self) -> None:
+        """The seed corpus holds a signed note, a checkpoint, tile paths, a bundle and proofs."""
+        names = {p.name for p in CORPUS_FILES}
+        assert {
+            "seed-note",
+            "seed-checkpoint",
+            "seed-tile-0",
+            "seed-tile-partial",
+            "seed-tile-entries",
+            "seed-bundle",
+            "seed-struct-proof-inclusion",
+            "seed-struct-proof-consistency",
+        } <= names
+
+    def test_corpus_matches_generator(self) -> None:
+        """``fuzz_ledger.py --make-corpus`` still writes exactly the committed seeds."""
+        seeds = fuzz_ledger.seeds()
+        assert set(seeds) == {p.name for p in CORPUS_FILES}
+        for name, data in seeds.items():
+            assert (CORPUS / name).read_bytes() == data, name
+
+    @pytest.mark.parametrize("path", CORPUS_FILES, ids=lambda p: p.name)
+    def test_replay(self, path: Path) -> None:
+        """Each corpus input goes through every parser without a finding."""
+        _check(path.read_bytes())
+
+
+class TestMutations:
+    """Seeded random mutations and generated inputs."""
+
+    def test_mutants(self) -> None:
+        """A few thousand byte-mutated and random inputs raise nothing but CouponError."""
+        for data in _mutants():
+            _check(data)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        prefix=st.sampled_from([b"", *fuzz_ledger.PREFIXES]),
+        body=st.binary(max_size=400),
+    )
+    def test_generated(self, prefix: bytes, body: bytes) -> None:
+        """Hypothesis inputs, raw and behind each structured prefix."""
+        _check(prefix + body)
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(text=st.text(max_size=300))
+    def test_generated_text(self, text: str) -> None:
+        """Arbitrary Unicode text (notes, tile paths, vkeys are text) as UTF-8."""
+        _check(text.encode("utf-8", "surrogatepass"))
+        _check(b"#note\n" + text.encode("utf-8", "surrogatepass"))
+
+    def test_oversized_input_is_skipped(self) -> None:
+        """Inputs past the harness's size cap are ignored rather than parsed."""
+        check_input(b"A" * (fuzz_ledger.MAX_INPUT + 1))
