@@ -44,15 +44,17 @@ STDIN: Final = "-"
 _LOOPBACK: Final = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
-def read_bytes(path: str, *, what: str) -> bytes:
-    """Read a file of at most :data:`MAX_INPUT` bytes; ``EnvironmentProblem`` if it cannot."""
+def read_bytes(path: str | os.PathLike[str], *, what: str, limit: int = MAX_INPUT) -> bytes:
+    """Read a file of at most ``limit`` bytes; ``EnvironmentProblem`` if it cannot."""
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_INPUT + 1)
+            data = f.read(limit + 1)
     except OSError as exc:
-        raise EnvironmentProblem(f"cannot read {what} {path!r}: {exc.strerror or exc}") from exc
-    if len(data) > MAX_INPUT:
-        raise EnvironmentProblem(f"{what} {path!r} is larger than {MAX_INPUT} bytes")
+        raise EnvironmentProblem(
+            f"cannot read {what} {str(path)!r}: {exc.strerror or exc}"
+        ) from exc
+    if len(data) > limit:
+        raise EnvironmentProblem(f"{what} {str(path)!r} is larger than {limit} bytes")
     return data
 
 

@@ -21,6 +21,7 @@ from coupon.errors import InconsistentLog, ProofMismatch, error
 from coupon.ledger import HASH_SIZE, TILE_WIDTH, Checkpoint, TileRef, Verifier
 
 from ._app import EnvironmentProblem
+from ._io import read_bytes
 
 if TYPE_CHECKING:
     import httpx
@@ -81,14 +82,7 @@ class DirTileSource:
         self.path = Path(path)
 
     def _read(self, name: str, limit: int) -> bytes:
-        try:
-            with open(self.path / name, "rb") as handle:
-                data = handle.read(limit + 1)
-        except OSError as exc:
-            raise EnvironmentProblem(f"cannot read {self.path / name}: {exc.strerror}") from exc
-        if len(data) > limit:
-            raise EnvironmentProblem(f"{self.path / name} is larger than {limit} bytes")
-        return data
+        return read_bytes(self.path / name, what="mirror file", limit=limit)
 
     def checkpoint(self) -> bytes:
         """The file ``checkpoint``."""

@@ -12,20 +12,18 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import _ledger_schema as t
-from .sql import _mapped, normalise_url
+from .sql import _mapped, make_engine, sqlite_pragmas
 
 __all__ = ["CheckpointRow", "EntryRow", "LedgerStore", "LedgerWrite", "SearchFilter"]
 
@@ -171,17 +169,9 @@ class LedgerStore:
     @classmethod
     async def connect(cls, url: str) -> LedgerStore:
         """Create the engine for ``url`` (no I/O until first use)."""
-        url = normalise_url(url)
-        if url.startswith("sqlite"):
-            database = make_url(url).database
-            if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_async_engine(url, connect_args={"timeout": 30})
-            event.listen(engine.sync_engine, "connect", _sqlite_connect)
-            event.listen(engine.sync_engine, "begin", _sqlite_begin)
-        else:
-            engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
-        return cls(engine)
+        return cls(
+            make_engine(url, on_connect=_sqlite_connect, on_begin=_sqlite_begin, max_overflow=10)
+        )
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -386,14 +376,10 @@ class LedgerStore:
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    # We emit BEGIN ourselves (see _sqlite_begin); WAL lets readers run beside the writer and
-    # FULL makes every commit durable before it is acknowledged.
+    # We emit BEGIN ourselves (see _sqlite_begin); the pragmas are the Authority's: WAL and
+    # synchronous=FULL (every commit durable before it is acknowledged).
     dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
+    sqlite_pragmas(dbapi_connection, _record)
 
 
 def _sqlite_begin(conn: Connection) -> None:

@@ -6,7 +6,7 @@ inside :func:`_mapped`, so callers only ever see the port's errors.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -35,7 +35,7 @@ from .base import (
     RevocationRecord,
 )
 
-__all__ = ["KEY_BOOTSTRAP_LOCK", "SqlStore", "normalise_url"]
+__all__ = ["KEY_BOOTSTRAP_LOCK", "SqlStore", "make_engine", "normalise_url", "sqlite_pragmas"]
 
 _MIGRATION_LOCK = 727_001  # PostgreSQL advisory lock id: one migrator at a time
 KEY_BOOTSTRAP_LOCK = 727_002  # one process creates the first keys; the others load them
@@ -71,16 +71,7 @@ class SqlStore:
     @classmethod
     async def connect(cls, url: str) -> SqlStore:
         """Create the engine for ``url`` (no I/O until first use)."""
-        url = normalise_url(url)
-        if url.startswith("sqlite"):
-            database = make_url(url).database
-            if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_async_engine(url, connect_args={"timeout": 30})
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        else:
-            engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
-        return cls(engine)
+        return cls(make_engine(url, on_connect=sqlite_pragmas))
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -305,7 +296,29 @@ def _fields(record: Any) -> dict[str, Any]:
     return {name: getattr(record, name) for name in record.__dataclass_fields__}
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def make_engine(
+    url: str,
+    *,
+    on_connect: Callable[[Any, Any], None],
+    on_begin: Callable[[Connection], None] | None = None,
+    max_overflow: int = 20,
+) -> AsyncEngine:
+    """The async engine for ``url``: SQLite (its directory created, ``on_connect`` and
+    ``on_begin`` hooked in) or a pooled PostgreSQL engine."""
+    url = normalise_url(url)
+    if not url.startswith("sqlite"):
+        return create_async_engine(url, pool_size=10, max_overflow=max_overflow, pool_pre_ping=True)
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, connect_args={"timeout": 30})
+    event.listen(engine.sync_engine, "connect", on_connect)
+    if on_begin is not None:
+        event.listen(engine.sync_engine, "begin", on_begin)
+    return engine
+
+
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers run beside the writer; FULL makes each commit durable before it is
     # acknowledged, so nothing acknowledged is lost to a crash or power cut.
     cursor = dbapi_connection.cursor()
