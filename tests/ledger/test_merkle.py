@@ -214,6 +214,11 @@ class TestEdges:
         with pytest.raises(MalformedLogData):
             verify_inclusion(0, 2, SOME_HASH, [SOME_HASH], b"")
 
+    def test_rehash_needs_every_hash(self) -> None:
+        """Folding a proof from the wrong number of node hashes is a programming error."""
+        with pytest.raises(ValueError, match="hashes for"):
+            inclusion(3, 8).rehash([SOME_HASH])
+
     def test_border_shape(self) -> None:
         """A border must have one hash per set bit of its size."""
         with pytest.raises(ValueError, match="border"):

@@ -37,7 +37,7 @@ def loaded_after_import(module: str) -> set[str]:
     return set(loaded)
 
 
-CORES = ["coupon.token", "coupon.token.hazmat", "coupon.errors", "coupon"]
+CORES = ["coupon.token", "coupon.token.hazmat", "coupon.errors", "coupon", "coupon.ledger"]
 
 
 @pytest.fixture(scope="module", params=CORES)

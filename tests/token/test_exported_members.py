@@ -10,10 +10,19 @@ import pytest
 
 import coupon
 import coupon.errors
+import coupon.ledger
+import coupon.ledger_service
 import coupon.token
 import coupon.token.hazmat
 
-MODULES = [coupon, coupon.token, coupon.token.hazmat, coupon.errors]
+MODULES = [
+    coupon,
+    coupon.token,
+    coupon.token.hazmat,
+    coupon.errors,
+    coupon.ledger,
+    coupon.ledger_service,
+]
 # Dunder names that are part of the public API even though they start with "_".
 INCLUDED_PRIVATE_MEMBERS = {"__version__"}
 _SCREAMING = re.compile(r"[A-Z0-9_]+")
