@@ -164,6 +164,25 @@ class TestWhoReadsWhat:
         assert personal.status_code == 403
 
 
+class TestReceipts:
+    """An append's receipt, and with wait=true its proof in a signed checkpoint."""
+
+    def test_wait_for_proof(self, proc: AuthorityProcess) -> None:
+        """Each receipt's proof verifies against the checkpoint returned with it."""
+        subs = [event(n) for n in range(100, 105)]
+        answer = proc.client.post(
+            "/v1/ledger/entries", params={"wait": "true"}, json={"entries": [wire(s) for s in subs]}
+        ).json()
+        checkpoint, _, _ = open_checkpoint(
+            answer["checkpoint"], [Ed25519Verifier.from_vkey(vkey(proc))]
+        )
+        for receipt in answer["receipts"]:
+            assert receipt["tree_size"] <= checkpoint.size
+            proof = [base64.b64decode(h) for h in receipt["proof"]]
+            leaf = bytes.fromhex(receipt["leaf_hash"])
+            verify_inclusion(receipt["index"], checkpoint.size, leaf, proof, checkpoint.root_hash)
+
+
 class TestBadInput:
     """Bad parameters get a 4xx with a code, never a 500."""
 

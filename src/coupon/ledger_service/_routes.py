@@ -305,8 +305,20 @@ class AppendRequest(BaseModel):
 
 
 @ledger_router.post("/entries", status_code=201)
-async def append(body: AppendRequest, ledger: LedgerDep, caller: Caller) -> dict[str, Any]:
-    """Append signed events (role: emitter); answered after they are durably committed."""
+async def append(
+    body: AppendRequest,
+    ledger: LedgerDep,
+    caller: Caller,
+    wait: Annotated[
+        bool,
+        Query(description="Also wait (up to 5 s) for a checkpoint, and return the proofs."),
+    ] = False,
+) -> dict[str, Any]:
+    """Append signed events (role: emitter); answered after they are durably committed.
+
+    Each receipt names the entry's index, leaf hash and the tree size it is in; with
+    ``wait=true`` it also carries the inclusion proof in the signed checkpoint returned.
+    """
     require_role(caller, "emitter")
     receipts = await asyncio.gather(
         *(
@@ -321,17 +333,24 @@ async def append(body: AppendRequest, ledger: LedgerDep, caller: Caller) -> dict
             for e in body.entries
         )
     )
-    return {
-        "receipts": [
-            {
-                "index": r.index,
-                "leaf_hash": r.leaf_hash.hex(),
-                "tree_size": r.tree_size,
-                "duplicate": r.duplicate,
-            }
-            for r in receipts
-        ]
-    }
+    docs: list[dict[str, Any]] = [
+        {
+            "index": r.index,
+            "leaf_hash": r.leaf_hash.hex(),
+            "tree_size": r.tree_size,
+            "duplicate": r.duplicate,
+        }
+        for r in receipts
+    ]
+    answer: dict[str, Any] = {"receipts": docs}
+    if wait:
+        row = await ledger.wait_for_checkpoint(max(r.tree_size for r in receipts), timeout=5.0)
+        if row is not None:
+            answer["checkpoint"] = row.note
+            for doc in docs:
+                proof = await ledger.inclusion_proof(doc["index"], row.size)
+                doc["proof"] = [_b64(h) for h in proof]
+    return answer
 
 
 def _context(request: Request) -> Context:

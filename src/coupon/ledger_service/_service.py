@@ -101,6 +101,7 @@ class Ledger:
         self._uncheckpointed: list[tuple[int, float]] = []  # (tree size, commit time)
         self._latest: CheckpointRow | None = None
         self._seen_size = 0  # the largest stored size this process has read
+        self._published = asyncio.Event()  # replaced after each checkpoint; waiters hold the old
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self.witnesses: list[object] = []  # hooks: each has async cosign(row) (see _witness)
@@ -249,7 +250,7 @@ class Ledger:
                         )
                     fresh = now_ms - latest.published_ms < self.config.checkpoint_max_age * 1000
                     if latest.size == size and fresh and not force:
-                        self._latest = latest
+                        self._seen_checkpoint(latest)
                         return None
                     nodes, cplan = consistency_plan(latest.size, size)
                     proof_tiles = await write.tiles(ref.key for ref in cplan.tiles())
@@ -265,7 +266,7 @@ class Ledger:
                 seq = await write.add_checkpoint(size, root, note, now_ms)
             span.set_attribute("coupon.ledger.size", size)
         row = CheckpointRow(seq, size, root, note, now_ms)
-        self._latest = row
+        self._seen_checkpoint(row)
         done = time.monotonic()
         keep = []
         for tree_size, at in self._uncheckpointed:
@@ -281,6 +282,23 @@ class Ledger:
                 task = asyncio.create_task(cosign(row), name="coupon-ledger-witness")
                 task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
         return row
+
+    def _seen_checkpoint(self, row: CheckpointRow) -> None:
+        self._latest = row
+        self._published.set()
+        self._published = asyncio.Event()
+
+    async def wait_for_checkpoint(self, size: int, *, timeout: float) -> CheckpointRow | None:
+        """The first checkpoint of at least ``size`` entries, or None after ``timeout`` s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._latest is None or self._latest.size < size:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._published.wait(), remaining)
+        return self._latest
 
     def _gauges(self, now_ms: int) -> None:
         if self._latest is not None:
