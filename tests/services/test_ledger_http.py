@@ -316,6 +316,9 @@ class TestWitness:
                 except Exception:
                     time.sleep(0.1)
             assert cosigned, "the checkpoint carries the witness's cosignature"
+            args = ["ledger", "verify", "--url", first.base_url, "--key", log_vkey]
+            assert main([*args, "--key", witness_vkey, "--witness-quorum", "1"]) == 0
+            assert main([*args, "--witness-quorum", "1"]) == 1  # the witness is not trusted
             assert len(parse_note(note).signatures) == 2
             metrics = httpx.get(f"{first.base_url}/metrics").text
             assert (

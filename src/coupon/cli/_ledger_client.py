@@ -289,8 +289,13 @@ def verify_log(
     *,
     origin: str,
     state: TrustState | None,
+    witness_quorum: int = 0,
 ) -> VerifyResult:
     """Verify the latest checkpoint: its signature, then its consistency with ``state``.
+
+    With ``witness_quorum``, at least that many of the witness keys (cosignature vkeys among
+    ``verifiers``) must have cosigned it: protection against a log showing this client a
+    view that nobody else sees (a split view).
 
     Raises:
         UntrustedLogData: ``CPN-LOG-006``: no trusted log signature, or another origin.
@@ -307,6 +312,10 @@ def verify_log(
     signed = [s for s in sigs if (s.name, s.key_id) in log_keys]
     if not signed:
         raise error(codes.LOG_UNTRUSTED, "no signature by a trusted log key")
+    cosigners = {s.name for s in sigs if (s.name, s.key_id) not in log_keys}
+    if len(cosigners) < witness_quorum:
+        reason = f"{len(cosigners)} trusted witnesses cosigned, {witness_quorum} required"
+        raise error(codes.LOG_UNTRUSTED, reason)
     text = note.encode()
     checks = [f"checkpoint signed by {', '.join(f'{s.name}+{s.key_id:08x}' for s in sigs)}"]
     proof: list[bytes] = []

@@ -181,6 +181,14 @@ def verify(
         typer.Option("--entry", metavar="FILE", help="Check this entry (raw bytes) is in the log."),
     ] = None,
     api_key: ReadKeyOpt = None,
+    witness_quorum: Annotated[
+        int,
+        typer.Option(
+            "--witness-quorum",
+            min=0,
+            help="Require cosignatures by this many of the witness keys given with --key.",
+        ),
+    ] = 0,
     json_: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -199,7 +207,9 @@ def verify(
     wanted = [_leaf_hash(h) for h in leaf_hash or []]
     wanted += [ledger.hash_leaf(read_bytes(f, what="entry")) for f in entry or []]
     with _opened(url, tiles, api_key) as source:
-        result = verify_log(source, verifiers, origin=origin, state=trusted)
+        result = verify_log(
+            source, verifiers, origin=origin, state=trusted, witness_quorum=witness_quorum
+        )
         _report(out, result, state)
         cp = result.checkpoint
         items = [(i, ledger.hash_leaf(entry_at(source, i, cp.size))) for i in index or []]
