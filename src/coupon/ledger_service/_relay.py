@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from coupon.errors import CouponError
-from coupon.observability import get_logger
+from coupon.observability import get_logger, tracer_provider
 from coupon.storage.base import AuditRecord
 
 from ._entries import Submission
@@ -23,6 +23,7 @@ from ._service import Ledger
 __all__ = ["AuditOutbox", "AuditRelay"]
 
 _log = get_logger("coupon.ledger.relay")
+_TRACER = tracer_provider().get_tracer("coupon.ledger")
 
 
 class AuditOutbox(Protocol):
@@ -62,6 +63,11 @@ class AuditRelay:
         self._ledger.metrics.relay_lag.set(len(pending))
         if not pending:
             return 0
+        with _TRACER.start_as_current_span("coupon.ledger.relay") as span:
+            span.set_attribute("coupon.ledger.batch", len(pending))
+            return await self._place(pending)
+
+    async def _place(self, pending: Sequence[AuditRecord]) -> int:
         receipts = await asyncio.gather(
             *(
                 self._ledger.append(

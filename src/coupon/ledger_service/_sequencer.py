@@ -29,12 +29,13 @@ from coupon.ledger import (
     root_plan,
     tile_width,
 )
-from coupon.observability import get_logger
+from coupon.observability import get_logger, tracer_provider
 from coupon.storage.ledger_sql import EntryRow, LedgerStore, LedgerWrite
 
 __all__ = ["Head", "Pending", "Receipt", "Sequencer"]
 
 _log = get_logger("coupon.ledger")
+_TRACER = tracer_provider().get_tracer("coupon.ledger")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +160,10 @@ class Sequencer:
                     continue
                 batch.append(self._queue.get_nowait())
             try:
-                await self._write(batch)
+                with _TRACER.start_as_current_span("coupon.ledger.commit") as span:
+                    span.set_attribute("coupon.ledger.batch", len(batch))
+                    await self._write(batch)
+                    span.set_attribute("coupon.ledger.size", self.head.size)
             except asyncio.CancelledError:
                 for pending in batch:
                     if not pending.future.done():
