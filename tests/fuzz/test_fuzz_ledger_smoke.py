@@ -136,3 +136,23 @@ class TestMutations:
     def test_oversized_input_is_skipped(self) -> None:
         """Inputs past the harness's size cap are ignored rather than parsed."""
         check_input(b"A" * (fuzz_ledger.MAX_INPUT + 1))
+
+
+class TestFindings:
+    """Findings of the Ledger fuzz runs (docs/fuzzing.md), kept as regression cases.
+
+    A finding the library has not fixed yet is ``xfail``; with ``xfail_strict`` it turns into
+    a failure the day it is fixed, and then the marker goes.
+    """
+
+    def test_event_with_lone_surrogate_escape(self) -> None:
+        """L1: an event whose JSON holds a ``\\ud800`` escape is refused with a CouponError."""
+        event = (CORPUS / "seed-event").read_bytes().replace(b'"authority"', b'"\\ud800"')
+        assert b"\\ud800" in event
+        check_input(event)
+
+    def test_event_with_lone_surrogate_in_a_key(self) -> None:
+        """L1 (second form): a lone-surrogate escape in a member *name* is refused too."""
+        event = (CORPUS / "seed-event").read_bytes().replace(b'"lineage"', b'"line\\ud800age"')
+        assert b"\\ud800" in event
+        check_input(event)

@@ -179,6 +179,30 @@ class TestRestart:
             assert await ledger.root(700) == first.root_hash
 
 
+class TestTwoSequencers:
+    """Two processes on one log take turns: the write lock and the stored head keep it one."""
+
+    async def test_alternating(self, url: str) -> None:
+        """Appends through two Ledgers interleave into one gapless, provable log."""
+        master = MasterKey(os.urandom(32))
+        async with (
+            running_ledger(url, master=master) as one,
+            running_ledger(url, master=master) as two,
+        ):
+            receipts = []
+            for round_ in range(6):
+                ledger = one if round_ % 2 == 0 else two
+                batch = [event(round_ * 100 + i) for i in range(70)]
+                receipts += await asyncio.gather(*(ledger.append(s) for s in batch))
+            assert sorted(r.index for r in receipts) == list(range(420))
+            row = await two.publish(force=True)
+            assert row is not None
+            assert row.size == 420
+            for receipt in receipts[::41]:
+                proof = await one.inclusion_proof(receipt.index, 420)
+                verify_inclusion(receipt.index, 420, receipt.leaf_hash, proof, row.root_hash)
+
+
 class TestPersonalData:
     """Personal data is encrypted per subject; erasure shreds it and proofs stay valid."""
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 MAX_EVENT_SIZE: Final = 16_384
+_PLAIN: Final = re.compile(r"[!#-\[\]-~]{1,128}")  # printable ASCII but '"' and '\\'
 _STRINGS: Final = ("id", "service", "action", "result", "reason", "trace_id", "request_id")
 
 
@@ -88,8 +90,14 @@ def _loads(data: bytes, what: str) -> Any:
         raise _bad(f"{what} is not JSON") from exc
 
 
-def parse_event(data: bytes) -> dict[str, Any]:
+def parse_event(data: bytes, *, canonical: bool = True) -> dict[str, Any]:
     """The event document, checked for the fields the Ledger indexes.
+
+    Args:
+        data: the event's bytes, exactly as signed.
+        canonical: check that they are RFC 8785 canonical JSON (the entry embeds them as
+            they are, so an auditor re-serialises them to check the signature). The relay
+            of events this process's Authority serialised itself skips the (costly) check.
 
     Raises:
         MalformedLogData: ``CPN-LOG-005`` for anything but a well-formed v1 event.
@@ -113,9 +121,17 @@ def parse_event(data: bytes) -> dict[str, Any]:
         isinstance(personal, dict) and isinstance(personal.get("commit"), str)
     ):
         raise _bad("event.personal must be null or {commit}")
-    if rfc8785.dumps(doc) != data:
+    if canonical and _canonical(doc) != data:
         raise _bad("event is not RFC 8785 canonical JSON")
     return doc
+
+
+def _canonical(doc: Any) -> bytes | None:
+    """RFC 8785 bytes of ``doc``; None when it has none (a lone surrogate: not Unicode)."""
+    try:
+        return rfc8785.dumps(doc)
+    except (ValueError, TypeError):  # CanonicalizationError and UnicodeEncodeError included
+        return None
 
 
 def check_commitment(doc: dict[str, Any], personal: bytes | None) -> tuple[str | None, bytes]:
@@ -136,17 +152,27 @@ def check_commitment(doc: dict[str, Any], personal: bytes | None) -> tuple[str |
     if subject is not None and not isinstance(subject, str):
         raise _bad("personal.subject must be a string")
     salt = unb64url(body["salt"])
-    digest = hashlib.sha256(salt + rfc8785.dumps({"subject": subject, "data": body.get("data")}))
+    committed_to = _canonical({"subject": subject, "data": body.get("data")})
+    if committed_to is None:
+        raise _bad("personal data is not valid Unicode")
+    digest = hashlib.sha256(salt + committed_to)
     if b64url(digest.digest()) != committed["commit"]:
         raise _bad("personal data does not match the event's commitment")
     return subject, personal
 
 
-def build_leaf(sub: Submission, doc: dict[str, Any], pd: dict[str, str] | None) -> bytes:
-    """The entry's bytes (what the leaf hash covers)."""
-    return rfc8785.dumps(
-        {"v": 1, "event": doc, "sig": b64url(sub.signature), "kid": sub.kid, "pd": pd}
-    )
+def build_leaf(sub: Submission, pd: dict[str, str] | None) -> bytes:
+    """The entry's bytes (what the leaf hash covers): RFC 8785 canonical JSON.
+
+    Assembled around the event's own canonical bytes rather than re-serialised: members in
+    code-point order, and every other value is ASCII without characters JSON escapes
+    (base64url, hex, the checked ``kid``), which ``json.dumps`` writes as RFC 8785 does.
+    """
+    if not _PLAIN.fullmatch(sub.kid):
+        raise _bad("kid must be 1-128 printable ASCII characters without quotes")
+    pd_json = "null" if pd is None else json.dumps(pd, sort_keys=True, separators=(",", ":"))
+    tail = f',"kid":"{sub.kid}","pd":{pd_json},"sig":"{b64url(sub.signature)}","v":1}}'
+    return b'{"event":' + sub.event + tail.encode()
 
 
 def parse_leaf(data: bytes) -> Leaf:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coupon import codes
-from coupon.errors import CouponError, DependencyUnavailable
+from coupon.errors import Conflict, CouponError, DependencyUnavailable
 from coupon.ledger import (
     TILE_HEIGHT,
     TILE_WIDTH,
@@ -108,7 +108,8 @@ class Sequencer:
         self._task: asyncio.Task[None] | None = None
         self._on_commit = on_commit
         self.head = Head(0, root_of([]))
-        self.full_tiles: Callable[[dict[tuple[int, int], bytes]], None] | None = None
+        #: Told every tile a commit changed (the service keeps a cache of them).
+        self.changed_tiles: Callable[[dict[tuple[int, int], bytes]], None] | None = None
 
     async def start(self) -> None:
         """Load the committed head and start the writer."""
@@ -184,18 +185,50 @@ class Sequencer:
 
     async def _write(self, batch: list[Pending]) -> None:
         started = time.perf_counter()
+        try:
+            # Optimistic: the head is ours and the events are new. If not, the entries'
+            # unique index and event-key constraint refuse the insert, and nothing commits.
+            receipts, builder, border, changed = await self._commit(batch, careful=False)
+        except Conflict:
+            receipts, builder, border, changed = await self._commit(batch, careful=True)
+        # Committed: only now does the process believe it, and answer.
+        self._builder, self._border = builder, border
+        self.head = Head(border.size, border.root())
+        if self.changed_tiles is not None:
+            self.changed_tiles(changed)
+        for pending, receipt in receipts:
+            if not receipt.duplicate:
+                receipt = Receipt(receipt.index, receipt.leaf_hash, border.size)
+            if not pending.future.done():
+                pending.future.set_result(receipt)
+        if self._on_commit is not None:
+            self._on_commit(self.head, time.perf_counter() - started)
+
+    async def _commit(
+        self, batch: list[Pending], *, careful: bool
+    ) -> tuple[
+        list[tuple[Pending, Receipt]], TileBuilder, RightBorder, dict[tuple[int, int], bytes]
+    ]:
+        """One transaction: the new entries and every tile they change.
+
+        ``careful``: first read the stored head (another process may have appended) and
+        which events are stored already (a relay repeated after a crash).
+        """
         receipts: list[tuple[Pending, Receipt]] = []
         async with self._store.writing() as write:
-            size = await write.size()
             builder, border = self._builder, self._border
-            if size != builder.size:  # another process sequenced since: take its head
-                builder, border = await load_state(write, size)
+            existing: dict[str, tuple[int, bytes]] = {}
+            if careful:
+                size = await write.size()
+                if size != builder.size:  # another process sequenced since: take its head
+                    builder, border = await load_state(write, size)
+                keys = [p.event_key for p in batch if p.event_key is not None]
+                existing = await write.existing(keys)
+            size = builder.size
             builder = TileBuilder(
                 builder.size, {lv: builder.edge(lv) for lv in range(8) if builder.edge(lv)}
             )
             border = border.copy()
-            keys = [p.event_key for p in batch if p.event_key is not None]
-            existing = await write.existing(keys)
             rows: list[EntryRow] = []
             hashes: list[bytes] = []
             seen: dict[str, int] = {}
@@ -230,18 +263,7 @@ class Sequencer:
             border.extend(hashes)
             await write.add_entries(rows)
             await write.put_tiles(changed)
-        # Committed: only now does the process believe it, and answer.
-        self._builder, self._border = builder, border
-        self.head = Head(border.size, border.root())
-        if self.full_tiles is not None:
-            self.full_tiles({k: v for k, v in changed.items() if len(v) == TILE_WIDTH * 32})
-        for pending, receipt in receipts:
-            if not receipt.duplicate:
-                receipt = Receipt(receipt.index, receipt.leaf_hash, border.size)
-            if not pending.future.done():
-                pending.future.set_result(receipt)
-        if self._on_commit is not None:
-            self._on_commit(self.head, time.perf_counter() - started)
+        return receipts, builder, border, changed
 
 
 def _unavailable(reason: str) -> DependencyUnavailable:

@@ -12,6 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -20,6 +21,7 @@ from coupon import codes
 from coupon.errors import CouponError, InvalidRequest, NotFound, UntrustedLogData
 from coupon.keys import MasterKey
 from coupon.ledger import (
+    HASH_SIZE,
     TILE_WIDTH,
     Checkpoint,
     TilePlan,
@@ -52,7 +54,7 @@ __all__ = ["AUDIT_CONTEXT", "Ledger", "LedgerConfig"]
 AUDIT_CONTEXT = b"coupon-audit-v1\n"  # what emitters sign over (coupon.authority._audit)
 _log = get_logger("coupon.ledger")
 _TRACER = tracer_provider().get_tracer("coupon.ledger")
-_TILE_CACHE = 4096  # full tiles kept in memory: 32 MiB
+_TILE_CACHE = 4096  # tiles kept in memory: at most 32 MiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,13 +96,14 @@ class Ledger:
             batch_wait=config.batch_wait,
             on_commit=self._committed,
         )
-        self.sequencer.full_tiles = self._cache_tiles
+        self.sequencer.changed_tiles = self._cache_tiles
         #: Trusted emitter keys by kid: events signed by anyone else are refused.
         self.emitters: dict[str, Ed25519PublicKey] = {}
         self._tiles: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._uncheckpointed: list[tuple[int, float]] = []  # (tree size, commit time)
         self._latest: CheckpointRow | None = None
         self._seen_size = 0  # the largest stored size this process has read
+        self._appended: dict[str, Any] = {}
         self._published = asyncio.Event()  # replaced after each checkpoint; waiters hold the old
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -173,7 +176,7 @@ class Ledger:
             UntrustedLogData: ``CPN-LOG-006`` for an unknown emitter or a bad signature.
             DependencyUnavailable: ``CPN-DEP-005`` when the log cannot take it now.
         """
-        doc = parse_event(submission.event)
+        doc = parse_event(submission.event, canonical=verify)
         if verify:
             key = self.emitters.get(submission.kid)
             if key is None:
@@ -193,9 +196,14 @@ class Ledger:
         if plaintext:
             pd = await self.vault.encrypt(subject or "", plaintext, event_id=doc["id"])
             columns["subject_ref"] = pd["ref"]
-        leaf = build_leaf(submission, doc, pd)
+        leaf = build_leaf(submission, pd)
         receipt = await self.sequencer.submit(leaf, columns, f"{submission.kid}:{doc['id']}"[:200])
-        self.metrics.appended.labels(doc["service"][:32]).inc()
+        counter = self._appended.get(doc["service"])
+        if counter is None:  # one child per emitting service (a handful)
+            counter = self._appended[doc["service"]] = self.metrics.appended.labels(
+                doc["service"][:32]
+            )
+        counter.inc()
         return receipt
 
     def _committed(self, head: Head, seconds: float) -> None:
@@ -315,8 +323,12 @@ class Ledger:
     # -- tiles and proofs ------------------------------------------------------------------------
 
     def _cache_tiles(self, tiles: dict[tuple[int, int], bytes]) -> None:
+        # Tiles only grow and a prefix never changes, so any cached version serves every
+        # tree size it is wide enough for: the right edge's partial tiles are cached too.
         for key, value in tiles.items():
-            self._tiles[key] = value
+            cached = self._tiles.get(key)
+            if cached is None or len(value) > len(cached):
+                self._tiles[key] = value
             self._tiles.move_to_end(key)
         while len(self._tiles) > _TILE_CACHE:
             self._tiles.popitem(last=False)
@@ -326,14 +338,14 @@ class Ledger:
         missing = []
         for ref in refs:
             cached = self._tiles.get(ref.key)
-            if cached is not None:
+            if cached is not None and len(cached) >= ref.width * HASH_SIZE:
                 found[ref.key] = cached
             else:
                 missing.append(ref.key)
         if missing:
             fetched = await self.store.tiles(missing)
             found.update(fetched)
-            self._cache_tiles({k: v for k, v in fetched.items() if len(v) == TILE_WIDTH * 32})
+            self._cache_tiles(fetched)
         return found
 
     async def _hashes(self, plan: TilePlan) -> list[bytes]:

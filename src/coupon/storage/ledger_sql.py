@@ -8,11 +8,12 @@ left. Driver errors become :class:`StorageError` in :func:`coupon.storage.sql._m
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from alembic import command
@@ -30,9 +31,8 @@ __all__ = ["CheckpointRow", "EntryRow", "LedgerStore", "LedgerWrite", "SearchFil
 _LEDGER_LOCK = 727_003  # PostgreSQL advisory lock: one sequencer at a time
 
 
-@dataclass(frozen=True, slots=True)
-class EntryRow:
-    """One stored entry and the columns audit search uses."""
+class EntryRow(NamedTuple):
+    """One stored entry and the columns audit search uses (in the table's column order)."""
 
     idx: int
     leaf_hash: bytes
@@ -47,6 +47,14 @@ class EntryRow:
     subject_ref: str | None
     code: str | None
     trace_id: str
+
+
+# Built once from the column names above (constants, never input).
+_COLUMNS = ", ".join(EntryRow._fields)
+_QMARKS = ", ".join("?" * len(EntryRow._fields))
+_DOLLARS = ", ".join(f"${i + 1}" for i in range(len(EntryRow._fields)))
+_INSERT_SQLITE = f"INSERT INTO ledger_entries ({_COLUMNS}) VALUES ({_QMARKS})"  # noqa: S608
+_INSERT_PG = f"INSERT INTO ledger_entries ({_COLUMNS}) VALUES ({_DOLLARS})"  # noqa: S608
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +114,14 @@ class LedgerWrite:
         return await _read_tiles(self._conn, keys)
 
     async def add_entries(self, rows: Sequence[EntryRow]) -> None:
-        """Insert entries (their indices continue the log)."""
+        """Insert entries (their indices continue the log).
+
+        The one hot statement: sent to the driver as tuples in column order, which takes
+        a third of the time SQLAlchemy's per-row parameter processing would.
+        """
         if rows:
-            await self._conn.execute(sa.insert(t.ledger_entries), [_fields(r) for r in rows])
+            sql = _INSERT_PG if self._dialect == "postgresql" else _INSERT_SQLITE
+            await self._conn.exec_driver_sql(sql, list(rows))
 
     async def put_tiles(self, tiles: Mapping[tuple[int, int], bytes]) -> None:
         """Create or extend tiles (the database refuses anything but an extension)."""
@@ -143,10 +156,10 @@ async def _read_tiles(
     if not wanted:
         return {}
     c = t.ledger_tiles.c
+    # OR of key equalities, not a row-value IN: SQLite 3.40 plans "(level, idx) IN (...)"
+    # as a scan of the whole table (27 ms at 10 million entries), this as key lookups.
     stmt = sa.select(c.level, c.idx, c.hashes).where(
-        sa.tuple_(c.level, c.idx).in_(wanted)
-        if len(wanted) > 1
-        else sa.and_(c.level == wanted[0][0], c.idx == wanted[0][1])
+        sa.or_(*(sa.and_(c.level == level, c.idx == index) for level, index in wanted))
     )
     return {(r.level, r.idx): bytes(r.hashes) for r in (await conn.execute(stmt)).all()}
 
@@ -165,6 +178,9 @@ class LedgerStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self.dialect = engine.dialect.name
+        # Writers of this process queue here, not in the engine: SQLite's busy handler
+        # sleeps in growing steps (up to 100 ms) when two connections want the write lock.
+        self._write_turn = asyncio.Lock()
 
     @classmethod
     async def connect(cls, url: str) -> LedgerStore:
@@ -191,7 +207,7 @@ class LedgerStore:
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[LedgerWrite]:
         """One write transaction holding the log's write lock; commits when the block ends."""
-        async with _mapped("ledger write"), self._engine.connect() as conn:
+        async with self._write_turn, _mapped("ledger write"), self._engine.connect() as conn:
             conn = await conn.execution_options(coupon_write=True)
             async with conn.begin():
                 if self.dialect == "postgresql":
