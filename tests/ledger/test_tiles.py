@@ -141,6 +141,9 @@ class TestProofsFromTiles:
         index = data.draw(st.integers(0, size - 1))
         nodes, plan = inclusion_plan(index, size)
         assert nodes.rehash(plan.hashes(tiles)) == path(index, hashes)
+        interiors: dict[bytes, list[list[bytes]]] = {}
+        assert nodes.rehash(plan.hashes(tiles, interiors=interiors)) == path(index, hashes)
+        assert nodes.rehash(plan.hashes(tiles, interiors=interiors)) == path(index, hashes)
         if size > 1:
             old = data.draw(st.integers(1, size - 1))
             nodes, plan = consistency_plan(old, size)
@@ -159,6 +162,7 @@ class TestProofsFromTiles:
                 roots[n] = border.root()
         assert root_from_tiles(size, tiles) == roots[size]
         rng = random.Random(1)
+        interiors: dict[bytes, list[list[bytes]]] = {}  # shared: tiles cut at many widths
         for old in checkpoints:
             for new in checkpoints:
                 if old > new:
@@ -172,9 +176,8 @@ class TestProofsFromTiles:
             for index in (0, old - 1, rng.randrange(old)):
                 nodes, plan = inclusion_plan(index, old)
                 view = {ref.key: tiles[ref.key][: ref.width * 32] for ref in plan.tiles()}
-                verify_inclusion(
-                    index, old, hashes[index], nodes.rehash(plan.hashes(view)), roots[old]
-                )
+                proof = nodes.rehash(plan.hashes(view, interiors=interiors))
+                verify_inclusion(index, old, hashes[index], proof, roots[old])
 
     def test_missing_tile(self) -> None:
         """A plan whose tile is absent or too short fails with a tile error."""

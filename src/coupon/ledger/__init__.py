@@ -52,6 +52,7 @@ from ._tiles import (
     root_from_tiles,
     root_plan,
     subtree_root,
+    tile_levels,
     tile_width,
 )
 from ._verify import root_from_inclusion_proof, verify_consistency, verify_inclusion
@@ -106,6 +107,7 @@ __all__ = [
     "root_plan",
     "sign_note",
     "subtree_root",
+    "tile_levels",
     "tile_width",
     "verify_consistency",
     "verify_inclusion",

@@ -55,6 +55,7 @@ AUDIT_CONTEXT = b"coupon-audit-v1\n"  # what emitters sign over (coupon.authorit
 _log = get_logger("coupon.ledger")
 _TRACER = tracer_provider().get_tracer("coupon.ledger")
 _TILE_CACHE = 4096  # tiles kept in memory: at most 32 MiB
+_INTERIOR_CACHE = 256  # hashed tile interiors (16 KiB each): the upper tiles stay in it
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,26 @@ class LedgerConfig:
     #: False when ``origin`` is only derived from the URL: a log keeps the origin it was
     #: born with (its identity), whatever port it is started on later.
     origin_explicit: bool = True
+
+
+class _Interiors(OrderedDict[bytes, list[list[bytes]]]):
+    """A least-recently-used cache of hashed tile interiors: the upper tiles, which every
+    proof reads, stay; the level-0 tiles of random proofs come and go."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        value = super().get(key, default)
+        if value is not default:
+            self.move_to_end(key)
+        return value
+
+    def __setitem__(self, key: bytes, value: list[list[bytes]]) -> None:
+        super().__setitem__(key, value)
+        while len(self) > self.capacity:
+            self.popitem(last=False)
 
 
 class Ledger:
@@ -100,6 +121,7 @@ class Ledger:
         #: Trusted emitter keys by kid: events signed by anyone else are refused.
         self.emitters: dict[str, Ed25519PublicKey] = {}
         self._tiles: OrderedDict[tuple[int, int], bytes] = OrderedDict()
+        self._interiors = _Interiors(_INTERIOR_CACHE)
         self._uncheckpointed: list[tuple[int, float]] = []  # (tree size, commit time)
         self._latest: CheckpointRow | None = None
         self._seen_size = 0  # the largest stored size this process has read
@@ -349,7 +371,7 @@ class Ledger:
         return found
 
     async def _hashes(self, plan: TilePlan) -> list[bytes]:
-        return plan.hashes(await self._fetch(plan.tiles()))
+        return plan.hashes(await self._fetch(plan.tiles()), interiors=self._interiors)
 
     async def stored_size(self, wanted: int = 0) -> int:
         """The committed tree size, asking the database when ``wanted`` is beyond what this

@@ -9,6 +9,7 @@ left. Driver errors become :class:`StorageError` in :func:`coupon.storage.sql._m
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,11 +21,14 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from coupon import codes
+from coupon.errors import StorageError
+
 from . import _ledger_schema as t
-from .sql import _mapped, make_engine, sqlite_pragmas
+from .sql import _mapped, make_engine, normalise_url, sqlite_pragmas
 
 __all__ = ["CheckpointRow", "EntryRow", "LedgerStore", "LedgerWrite", "SearchFilter"]
 
@@ -175,9 +179,11 @@ async def _latest(conn: AsyncConnection) -> CheckpointRow | None:
 class LedgerStore:
     """The Ledger's state in a SQL database."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, sqlite_path: str | None = None) -> None:
         self._engine = engine
         self.dialect = engine.dialect.name
+        self._sqlite_path = sqlite_path
+        self._reader: sqlite3.Connection | None = None
         # Writers of this process queue here, not in the engine: SQLite's busy handler
         # sleeps in growing steps (up to 100 ms) when two connections want the write lock.
         self._write_turn = asyncio.Lock()
@@ -185,11 +191,16 @@ class LedgerStore:
     @classmethod
     async def connect(cls, url: str) -> LedgerStore:
         """Create the engine for ``url`` (no I/O until first use)."""
-        return cls(
-            make_engine(url, on_connect=_sqlite_connect, on_begin=_sqlite_begin, max_overflow=10)
+        engine = make_engine(
+            url, on_connect=_sqlite_connect, on_begin=_sqlite_begin, max_overflow=10
         )
+        database = make_url(normalise_url(url)).database if url.startswith("sqlite") else None
+        return cls(engine, sqlite_path=database if database not in (None, "", ":memory:") else None)
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         await self._engine.dispose()
 
     async def ping(self) -> None:
@@ -226,8 +237,33 @@ class LedgerStore:
             return await LedgerWrite(conn, self.dialect).size()
 
     async def tiles(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        if self._sqlite_path is not None:
+            return self._sqlite_tiles(list(dict.fromkeys(keys)))
         async with self._reading("tiles") as conn:
             return await _read_tiles(conn, keys)
+
+    def _sqlite_tiles(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """Tiles from SQLite, read in the calling thread.
+
+        A proof needs a few primary-key lookups of blobs up to 8 KiB in a local file: ~10 us
+        each, where one trip through the async driver's thread costs over a millisecond. So
+        the read side keeps its own read-only connection (WAL readers never wait for the
+        writer) and calls it directly.
+        """
+        if not keys:
+            return {}
+        try:
+            if self._reader is None:
+                self._reader = sqlite3.connect(
+                    f"file:{self._sqlite_path}?mode=ro", uri=True, check_same_thread=False
+                )
+            where = " OR ".join(["(level = ? AND idx = ?)"] * len(keys))
+            params = [value for key in keys for value in key]
+            sql = f"SELECT level, idx, hashes FROM ledger_tiles WHERE {where}"  # noqa: S608
+            rows = self._reader.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(codes.UNAVAILABLE_STORAGE, f"tiles: {type(exc).__name__}") from exc
+        return {(level, idx): bytes(hashes) for level, idx, hashes in rows}
 
     async def entries(self, start: int, end: int) -> list[EntryRow]:
         """Entries with ``start <= idx < end``, in order."""
