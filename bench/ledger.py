@@ -19,10 +19,11 @@ b. **Proofs at large sizes** (``--sizes``, default 1M and 10M). Appending 10M en
    leaves). There are no entry rows, so the service's head is set by hand: a ``Ledger`` object
    is built over that store (sequencer and publisher not started) and its
    ``sequencer.head`` set to the built tree; the timed calls are then the real
-   ``Ledger.inclusion_proof`` / ``Ledger.consistency_proof`` (plan, full-tile LRU cache of
-   4096 tiles, ``LedgerStore.tiles``, ``TilePlan.hashes``, ``Nodes.rehash``). Two cache
-   regimes: ``lru`` starts with an empty cache and keeps it across the series (the service),
-   ``uncached`` empties it before every proof (every tile read from SQLite). The database
+   ``Ledger.inclusion_proof`` / ``Ledger.consistency_proof`` (plan, the tile cache of 4096
+   tiles and the cache of hashed tile interiors, ``LedgerStore.tiles``, ``TilePlan.hashes``,
+   ``Nodes.rehash``). Two cache regimes: ``lru`` starts with empty caches and keeps them
+   across the series (the service), ``uncached`` empties the tile cache before every proof
+   (every tile read from SQLite). The database
    was just written, so its pages are in the OS page cache in both. A sample of proofs is
    verified against the root computed independently (``RightBorder``) while building.
 
@@ -36,7 +37,6 @@ Usage::
     .venv/bin/python bench/ledger.py                 # 1M and 10M, about 8-10 minutes
     .venv/bin/python bench/ledger.py --quick         # 100k and 1M, under a minute
     .venv/bin/python bench/ledger.py --entries 50000 --sizes 1000000 --proofs 5000
-    .venv/bin/python bench/ledger.py --quick --experiment tiles-or-query  # A/B: apply_experiments
 
 One JSON document goes to stdout (``--json FILE`` also writes it to FILE); a short table and
 progress go to stderr. Not run in CI.
@@ -363,7 +363,8 @@ Call = Callable[[], Awaitable[list[bytes]]]
 async def timed_series(
     ledger: Ledger, calls: Sequence[Call], *, uncached: bool
 ) -> tuple[list[float], list[list[bytes]]]:
-    ledger._tiles.clear()  # the full-tile LRU starts cold
+    ledger._tiles.clear()  # the tile cache and the interiors cache start cold
+    ledger._interiors.clear()
     gc.collect()
     gc.disable()
     times, proofs = [], []
@@ -510,36 +511,6 @@ def pymerkle_proofs(
     return out
 
 
-# -- A/B experiments (off by default: the service as shipped) -----------------------------------
-
-EXPERIMENTS = ("tiles-or-query",)
-
-
-def apply_experiments(names: Sequence[str]) -> None:
-    """Patch the service in this process for an A/B comparison (reported in the output).
-
-    ``tiles-or-query``: ``LedgerStore.tiles`` as ``(level = ? AND idx = ?) OR ...``, which
-    SQLite answers from the primary key; the shipped row-value ``(level, idx) IN (...)`` is
-    planned as a scan of the whole tile table on SQLite 3.40.
-    """
-    if "tiles-or-query" in names:
-        import sqlalchemy as sa
-
-        from coupon.storage import _ledger_schema as schema
-        from coupon.storage import ledger_sql
-
-        async def read_tiles(conn: Any, keys: Any) -> dict[tuple[int, int], bytes]:
-            wanted = list(dict.fromkeys(keys))
-            if not wanted:
-                return {}
-            c = schema.ledger_tiles.c
-            where = sa.or_(*(sa.and_(c.level == lv, c.idx == ix) for lv, ix in wanted))
-            stmt = sa.select(c.level, c.idx, c.hashes).where(where)
-            return {(r.level, r.idx): bytes(r.hashes) for r in (await conn.execute(stmt)).all()}
-
-        setattr(ledger_sql, "_read_tiles", read_tiles)  # noqa: B010
-
-
 # -- the run -------------------------------------------------------------------------------------
 
 
@@ -594,7 +565,6 @@ async def run_proofs(args: argparse.Namespace, workdir: Path) -> tuple[dict[str,
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     load_at_start = os.getloadavg()
-    apply_experiments(args.experiment)
     with tempfile.TemporaryDirectory(prefix="coupon-bench-ledger-") as tmp:
         workdir = Path(tmp)
         warmup = min(2_000, max(args.entries // 10, 100))
@@ -644,9 +614,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     integration_p99 = ingest["integration"].get("p99_ms", math.inf) / 1000
     return {
         "benchmark": "ledger",
-        "service": "as shipped"
-        if not args.experiment
-        else f"PATCHED at run time for an A/B experiment: {', '.join(args.experiment)}",
+        "service": "as shipped",
         "machine": machine_info(load_at_start),
         "config": {
             "entries": args.entries,
@@ -738,13 +706,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the JSON document always goes to stdout; with FILE, also to FILE",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run (about a minute)")
-    parser.add_argument(
-        "--experiment",
-        action="append",
-        choices=EXPERIMENTS,
-        default=[],
-        help="A/B only: patch the service in this process (see apply_experiments)",
-    )
     args = parser.parse_args(argv)
     if args.quick:
         args.entries = min(args.entries, 20_000)

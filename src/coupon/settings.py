@@ -110,7 +110,11 @@ class Settings(BaseSettings):
     )
     ledger_batch_size: int = Field(1024, ge=1, le=10_000, description="Entries per commit.")
     ledger_batch_wait_ms: float = Field(
-        2.0, ge=0, le=1000, description="How long a commit waits for more entries (ms)."
+        0.0,
+        ge=0,
+        le=1000,
+        description="How long a commit waits for more entries (ms); 0: none (what arrives "
+        "during a commit forms the next batch).",
     )
     ledger_checkpoint_interval: float = Field(
         0.25, gt=0, le=60, description="Seconds between checkpoints while the log grows."

@@ -1,7 +1,8 @@
 """Sequencing and integration: group commit of entries into the tree.
 
-Appends queue up; one task takes up to ``batch_size`` of them (or whatever arrived within
-``batch_wait``) and writes them in ONE transaction, under the log's write lock: the
+Appends queue up; one task takes up to ``batch_size`` of them (whatever is queued, plus what
+arrives within ``batch_wait``, 0 by default: the appends that arrive while a commit runs are
+the next batch) and writes them in ONE transaction, under the log's write lock: the
 entries with their indices, and every tile the new leaves change. An append is
 acknowledged only after that commit, with a receipt (index, leaf hash, the tree size it
 is in). Integration is part of sequencing, so a crash can never leave entries without
@@ -94,7 +95,7 @@ class Sequencer:
         store: LedgerStore,
         *,
         batch_size: int = 1024,
-        batch_wait: float = 0.002,
+        batch_wait: float = 0.0,
         max_queue: int = 100_000,
         on_commit: Callable[[Head, float], None] | None = None,
     ) -> None:

@@ -65,7 +65,7 @@ class LedgerConfig:
     database_url: str
     origin: str
     batch_size: int = 1024
-    batch_wait: float = 0.002
+    batch_wait: float = 0.0
     checkpoint_interval: float = 0.25
     checkpoint_max_age: float = 60.0
     key_overlap: float = 86_400.0
