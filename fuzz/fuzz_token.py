@@ -36,11 +36,16 @@ import json
 import random
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from coupon.errors import CouponError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: find fuzz/
+from fuzz._harness import fuzz, replay
+
 from coupon.token import (
     Binding,
     Claims,
@@ -328,80 +333,24 @@ DICTIONARY: Final = (
 )  # fmt: skip
 
 
-def _dictionary_file() -> str:
-    """Write DICTIONARY in libFuzzer's format to a file in the temp dir; return its path."""
-    import tempfile
-    from pathlib import Path
-
-    def quote(entry: str) -> str:
-        raw = entry.encode("utf-8")
-        body = "".join(
-            chr(b) if 0x20 <= b < 0x7F and b not in b'"\\' else f"\\x{b:02x}" for b in raw
-        )
-        return f'"{body}"'
-
-    path = Path(tempfile.gettempdir()) / "coupon-fuzz-token.dict"
-    path.write_text("".join(f"{quote(entry)}\n" for entry in DICTIONARY), encoding="ascii")
-    return str(path)
-
-
-def replay(paths: Sequence[str]) -> int:
-    """Run :func:`check_input` on each file (or every file of a directory), without atheris.
-
-    Prints one line per input to stderr and the traceback of each finding; returns 1 if any.
-    """
-    import traceback
-    from pathlib import Path
-
-    files: list[Path] = []
-    for name in paths:
-        path = Path(name)
-        files.extend(sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path])
-    findings = 0
-    for path in files:
-        try:
-            check_input(path.read_bytes())
-        except Exception:
-            findings += 1
-            print(f"FINDING: {path}", file=sys.stderr)
-            traceback.print_exc()
-        else:
-            print(f"ok: {path}", file=sys.stderr)
-    print(f"{len(files)} inputs, {findings} findings", file=sys.stderr)
-    return 1 if findings else 0
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Run libFuzzer through atheris (arguments as libFuzzer takes them).
 
     Unless a ``-dict=`` argument is given, the built-in :data:`DICTIONARY` is used. With
     ``--replay FILE_OR_DIR...`` the inputs are run once through :func:`replay` instead.
+    Half the time a JSON-aware edit of a signed structure, otherwise libFuzzer's own.
     """
     args = list(sys.argv if argv is None else argv)
     if len(args) > 1 and args[1] == "--replay":
-        sys.exit(replay(args[2:]))
-    import os
-    import shlex
-
-    import atheris
-
-    # libFuzzer's -fork, -merge and -minimize_crash re-run argv[0] through the shell: make it
-    # "python this-file", so the script needs no exec bit and runs under this interpreter.
-    args[0] = f"{shlex.quote(sys.executable)} {shlex.quote(os.path.abspath(__file__))}"
-    if not any(arg.startswith("-dict=") for arg in args):
-        args.insert(1, f"-dict={_dictionary_file()}")
-
-    def custom_mutator(data: bytes, max_size: int, seed: int) -> bytes:
-        # Half the time, a JSON-aware edit of a signed structure; otherwise libFuzzer's own.
-        mutated = mutate_json(data, seed) if seed % 2 else None
-        if mutated is not None and len(mutated) <= max_size:
-            return mutated
-        result: bytes = atheris.Mutate(data, max_size)
-        return result
-
-    atheris.instrument_all()
-    atheris.Setup(args, check_input, custom_mutator=custom_mutator)
-    atheris.Fuzz()
+        sys.exit(replay(args[2:], check_input))
+    fuzz(
+        args,
+        __file__,
+        check_input,
+        name="token",
+        dictionary=DICTIONARY,
+        mutator=lambda data, _max_size, seed: mutate_json(data, seed) if seed % 2 else None,
+    )
 
 
 if __name__ == "__main__":

@@ -7,33 +7,19 @@ a few thousand seeded byte mutations of them, and hypothesis-generated inputs, e
 
 from __future__ import annotations
 
-import importlib.util
-import random
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.fuzz.harness_support import FUZZ_DIR, load_harness, mutants
 
-FUZZ_DIR = Path(__file__).resolve().parents[2] / "fuzz"
 CORPUS = FUZZ_DIR / "corpus_ledger"
 MUTATIONS = 3000
 
 
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, FUZZ_DIR / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-fuzz_ledger = _load("fuzz_ledger")
+fuzz_ledger = load_harness("fuzz_ledger")
 check_input: Callable[[bytes], None] = fuzz_ledger.check_input
 CORPUS_FILES = sorted(p for p in CORPUS.iterdir() if p.is_file()) if CORPUS.is_dir() else []
 
@@ -45,38 +31,10 @@ def _check(data: bytes) -> None:
         raise AssertionError(f"finding for input {data!r}") from exc
 
 
-def _mutate(data: bytes, rng: random.Random, pool: list[bytes]) -> bytes:
-    """One to four libFuzzer-like edits: flip, insert, erase, repeat, splice, dictionary."""
-    buf = bytearray(data)
-    words = [entry.encode() for entry in fuzz_ledger.DICTIONARY]
-    for _ in range(rng.randint(1, 4)):
-        kind = rng.randrange(6)
-        pos = rng.randrange(len(buf) + 1)
-        if kind == 0 and buf:
-            buf[min(pos, len(buf) - 1)] ^= 1 << rng.randrange(8)
-        elif kind == 1:
-            buf[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
-        elif kind == 2:
-            del buf[pos : pos + rng.randint(1, 16)]
-        elif kind == 3:
-            buf[pos:pos] = buf[pos : pos + rng.randint(1, 8)] * rng.randint(2, 64)
-        elif kind == 4:
-            other = rng.choice(pool)
-            start = rng.randrange(len(other) + 1)
-            buf[pos:] = other[start:]
-        else:
-            buf[pos:pos] = rng.choice(words)
-    return bytes(buf)
-
-
 def _mutants() -> Iterator[bytes]:
-    rng = random.Random(20_261_124)
-    pool = [p.read_bytes() for p in CORPUS_FILES]
-    for i in range(MUTATIONS):
-        if i % 10 == 0:
-            yield bytes(rng.randrange(256) for _ in range(rng.randint(0, 96)))
-        else:
-            yield _mutate(rng.choice(pool), rng, pool)
+    return mutants(
+        CORPUS_FILES, fuzz_ledger.DICTIONARY, seed=20_261_124, count=MUTATIONS, random_max=96
+    )
 
 
 class TestCorpus:

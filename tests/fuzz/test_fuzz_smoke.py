@@ -6,72 +6,30 @@ that is not a ``CouponError``), so each case here simply calls it.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import random
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from tests.fuzz.harness_support import FUZZ_DIR, load_harness, mutants
 
 from coupon.token.hazmat import b64url_decode, b64url_encode
 
-FUZZ_DIR = Path(__file__).resolve().parents[2] / "fuzz"
 CORPUS = FUZZ_DIR / "corpus"
 MUTATIONS = 300
 JSON_MUTATIONS = 200
 
 
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, FUZZ_DIR / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # make_corpus imports fuzz_token by name
-    spec.loader.exec_module(module)
-    return module
-
-
-fuzz_token = _load("fuzz_token")
+fuzz_token = load_harness("fuzz_token")
 check_input: Callable[[bytes], None] = fuzz_token.check_input
 CORPUS_FILES = sorted(p for p in CORPUS.iterdir() if p.is_file()) if CORPUS.is_dir() else []
 
 
-def _mutate(data: bytes, rng: random.Random, pool: list[bytes]) -> bytes:
-    """One to four libFuzzer-like edits: flip, insert, erase, repeat, splice, dictionary."""
-    buf = bytearray(data)
-    words = [entry.encode() for entry in fuzz_token.DICTIONARY]
-    for _ in range(rng.randint(1, 4)):
-        kind = rng.randrange(6)
-        pos = rng.randrange(len(buf) + 1)
-        if kind == 0 and buf:
-            buf[min(pos, len(buf) - 1)] ^= 1 << rng.randrange(8)
-        elif kind == 1:
-            buf[pos:pos] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
-        elif kind == 2:
-            del buf[pos : pos + rng.randint(1, 16)]
-        elif kind == 3:
-            buf[pos:pos] = buf[pos : pos + rng.randint(1, 8)] * rng.randint(2, 64)
-        elif kind == 4:
-            other = rng.choice(pool)
-            start = rng.randrange(len(other) + 1)
-            buf[pos:] = other[start:]
-        else:
-            buf[pos:pos] = rng.choice(words)
-    return bytes(buf)
-
-
 def _mutants() -> Iterator[bytes]:
-    rng = random.Random(20_240_601)
-    pool = [p.read_bytes() for p in CORPUS_FILES]
-    for i in range(MUTATIONS):
-        if i % 10 == 0:
-            yield bytes(rng.randrange(256) for _ in range(rng.randint(0, 64)))
-        else:
-            yield _mutate(rng.choice(pool), rng, pool)
+    return mutants(
+        CORPUS_FILES, fuzz_token.DICTIONARY, seed=20_240_601, count=MUTATIONS, random_max=64
+    )
 
 
 def _link_input(**changes: Any) -> bytes:
@@ -99,7 +57,7 @@ class TestCorpus:
     def test_corpus_matches_generator(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """fuzz/make_corpus.py still writes exactly the committed seeds (it is deterministic)."""
         monkeypatch.syspath_prepend(str(FUZZ_DIR))
-        make_corpus = _load("make_corpus")
+        make_corpus = load_harness("make_corpus")
         for name, data in make_corpus.seeds().items():
             assert (CORPUS / name).read_bytes() == data, name
 
