@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from coupon import __version__
 from coupon.ledger_service import AuditRelay, Ledger, LedgerConfig, emitter_keys, witnessing
-from coupon.ledger_service._routes import ledger_router
+from coupon.ledger_service._admin_routes import ledger_router
 from coupon.observability import CorrelationMiddleware, LedgerMetrics
 from coupon.settings import Settings
 
