@@ -13,12 +13,13 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from coupon.ledger import AUDIT_CONTEXT
 from coupon.storage.base import AuditRecord
 from coupon.token.hazmat import b64url_encode
 
@@ -30,8 +31,6 @@ __all__ = [
     "StoreAuditSink",
     "seal_personal",
 ]
-
-AUDIT_CONTEXT: Final = b"coupon-audit-v1\n"
 
 
 @dataclass(frozen=True, slots=True)

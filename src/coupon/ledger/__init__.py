@@ -15,6 +15,7 @@ The data model is on ``docs/ledger.md``.
 
 from ._checkpoint import MAX_TREE_SIZE, Checkpoint, open_checkpoint, parse_checkpoint
 from ._compact import NodeID, RightBorder, decompose, range_nodes, range_size, root_of
+from ._event import AUDIT_CONTEXT
 from ._hashing import EMPTY_ROOT, HASH_SIZE, hash_children, hash_leaf
 from ._note import (
     MAX_NOTE_SIZE,
@@ -58,6 +59,7 @@ from ._tiles import (
 from ._verify import root_from_inclusion_proof, verify_consistency, verify_inclusion
 
 __all__ = [
+    "AUDIT_CONTEXT",
     "EMPTY_ROOT",
     "ENTRIES",
     "HASH_SIZE",

@@ -21,6 +21,7 @@ from coupon import codes
 from coupon.errors import CouponError, InvalidRequest, NotFound, UntrustedLogData
 from coupon.keys import MasterKey
 from coupon.ledger import (
+    AUDIT_CONTEXT,
     HASH_SIZE,
     TILE_WIDTH,
     Checkpoint,
@@ -49,9 +50,8 @@ from ._sequencer import Head, Receipt, Sequencer
 from ._signing import CheckpointKeys
 from ._subjects import SubjectVault
 
-__all__ = ["AUDIT_CONTEXT", "Ledger", "LedgerConfig"]
+__all__ = ["Ledger", "LedgerConfig"]
 
-AUDIT_CONTEXT = b"coupon-audit-v1\n"  # what emitters sign over (coupon.authority._audit)
 _log = get_logger("coupon.ledger")
 _TRACER = tracer_provider().get_tracer("coupon.ledger")
 _TILE_CACHE = 4096  # tiles kept in memory: at most 32 MiB
