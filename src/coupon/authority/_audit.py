@@ -2,7 +2,8 @@
 
 Each event is RFC 8785 canonical JSON, signed with Ed25519 by the emitting service over a
 domain-separated message, and stored durably before the request it records is answered.
-The Ledger takes the stored events over (they carry an empty ``ledger_index`` until then).
+The Ledger's relay takes the stored events over (they carry an empty ``ledger_index`` until
+then), see ``coupon.ledger_service``.
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ class AuditStore(Protocol):
 
 
 class AuditSink(Protocol):
-    """Where audit events go (the Ledger implements this in a later stage)."""
+    """Where audit events go."""
 
     async def emit(self, event: AuditEvent) -> AuditRecord: ...
 
