@@ -106,12 +106,16 @@ class TestAuditorWalkthrough:
         (entry,) = sorted((tmp_path / "hits").iterdir())
         assert json.loads(entry.read_text())["event"]["target"]["value"] == jti
         capsys.readouterr()
-        code = main(
-            ["ledger", "verify", "--key", vkey(proc), "--state", str(state), "--entry", str(entry)]
-        )
+        audit_key = proc.anon.get("/v1/audit/key").json()["x"]
+        args = ["ledger", "verify", "--key", vkey(proc), "--state", str(state)]
+        code = main([*args, "--entry", str(entry), "--audit-key", audit_key])
         err = capsys.readouterr().err
         assert code == 0, err
         assert "is in the log" in err
+        assert "carry a valid emitter signature" in err
+        stranger = "A" * 43  # a valid key, not the Authority's
+        assert main([*args, "--entry", str(entry), "--audit-key", stranger]) == 1
+        assert "CPN-LOG-006" in capsys.readouterr().err
         trusted = json.loads(state.read_text())
         assert trusted["size"] >= 1
 

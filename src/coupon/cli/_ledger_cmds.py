@@ -5,6 +5,9 @@ The logic lives in :mod:`._ledger_client`; these commands parse options and prin
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
 import json
 import os
 import time
@@ -13,9 +16,13 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from coupon import ledger
+from coupon import codes, ledger
+from coupon.errors import error
 from coupon.ledger import Checkpoint, Verifier
+from coupon.ledger_service import parse_leaf
 
 from ._app import EPILOG, EnvironmentProblem, JsonOpt, Output, VerboseOpt, app, setup
 from ._io import read_bytes
@@ -121,6 +128,34 @@ def _inert(value: object) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
+def _audit_key(text: str) -> Ed25519PublicKey:
+    raw = b""
+    with contextlib.suppress(ValueError, binascii.Error):
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if len(raw) != 32:
+        raise typer.BadParameter("a base64url Ed25519 public key", param_hint="--audit-key")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def check_event_signature(entry: bytes, keys: list[Ed25519PublicKey]) -> None:
+    """Check that an entry's event is signed by one of the emitter ``keys``.
+
+    Raises:
+        UntrustedLogData: ``CPN-LOG-006`` when none of them signed it.
+    """
+    leaf = parse_leaf(entry)
+    message = ledger.AUDIT_CONTEXT + leaf.signed_bytes()
+    for key in keys:
+        try:
+            key.verify(leaf.signature, message)
+        except InvalidSignature:
+            continue
+        return
+    raise error(
+        codes.LOG_UNTRUSTED, f"event {leaf.event.get('id')!r} is not signed by an --audit-key"
+    )
+
+
 def _leaf_hash(text: str) -> bytes:
     try:
         raw = bytes.fromhex(text)
@@ -181,6 +216,15 @@ def verify(
         typer.Option("--entry", metavar="FILE", help="Check this entry (raw bytes) is in the log."),
     ] = None,
     api_key: ReadKeyOpt = None,
+    audit_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--audit-key",
+            metavar="KEY",
+            help="An emitter's audit key (base64url Ed25519, as GET /v1/audit/key's x); "
+            "every --entry's event must carry a signature that verifies with one. Repeat.",
+        ),
+    ] = None,
     witness_quorum: Annotated[
         int,
         typer.Option(
@@ -205,7 +249,14 @@ def verify(
     out = setup(json_=json_, verbose=verbose)
     verifiers, origin, trusted = _start(keys, origin, state)
     wanted = [_leaf_hash(h) for h in leaf_hash or []]
-    wanted += [ledger.hash_leaf(read_bytes(f, what="entry")) for f in entry or []]
+    entries = [read_bytes(f, what="entry") for f in entry or []]
+    if audit_key:
+        emitters = [_audit_key(k) for k in audit_key]
+        for data in entries:
+            check_event_signature(data, emitters)
+        if entries:
+            out.ok(f"{len(entries)} entries carry a valid emitter signature")
+    wanted += [ledger.hash_leaf(data) for data in entries]
     with _opened(url, tiles, api_key) as source:
         result = verify_log(
             source, verifiers, origin=origin, state=trusted, witness_quorum=witness_quorum
