@@ -209,5 +209,13 @@ UNAVAILABLE_LEDGER = _c(
     "CPN-DEP-005", "ledger unavailable", "DependencyUnavailable", 503, "temporarily_unavailable"
 )
 
+# --- resilience pipelines (coupon.resilience) ---------------------------------------------------
+_UNAVAILABLE = "temporarily_unavailable"
+RES_CIRCUIT_OPEN = _c("CPN-RES-001", "circuit open", "CircuitOpen", 503, _UNAVAILABLE)
+RES_BULKHEAD_FULL = _c("CPN-RES-002", "bulkhead full", "BulkheadFull", 503, _UNAVAILABLE)
+RES_DEADLINE = _c("CPN-RES-003", "deadline exceeded", "DeadlineExceeded", 503, _UNAVAILABLE)
+RES_RETRIES = _c("CPN-RES-004", "retries exhausted", "RetriesExhausted", 503, _UNAVAILABLE)
+RES_BUDGET = _c("CPN-RES-005", "retry budget exhausted", "RetriesExhausted", 503, _UNAVAILABLE)
+
 # --- internal ----------------------------------------------------------------------------------
 INTERNAL = _c("CPN-INT-001", "internal error", "InternalError", 500, "server_error")

@@ -15,7 +15,12 @@ Every error that untrusted input can cause is a :class:`CouponError` carrying a 
     │   ├── NonceRequired          use_dpop_nonce
     │   └── ProofReplayed          the proof's jti was seen before
     ├── DependencyUnavailable      temporarily_unavailable (503): fail closed
-    │   └── StorageError           the database could not answer
+    │   ├── StorageError           the database could not answer
+│   └── ResilienceError        a resilience pipeline gave up on a dependency (CPN-RES-*)
+│       ├── CircuitOpen        the circuit breaker is open or isolated
+│       ├── BulkheadFull       every slot and the wait queue are taken
+│       ├── DeadlineExceeded   the overall deadline ran out
+│       └── RetriesExhausted   no attempt or retry budget left
     ├── InvalidRequest             invalid_request      (400/422): a malformed request
     ├── AuthenticationFailed       (401) the caller of the Authority is not authenticated
     ├── Forbidden                  (403) the caller lacks the role or tenant
@@ -38,9 +43,12 @@ from coupon.codes import ErrorCode
 
 __all__ = [
     "AuthenticationFailed",
+    "BulkheadFull",
+    "CircuitOpen",
     "Conflict",
     "CouponError",
     "CouponRevoked",
+    "DeadlineExceeded",
     "DependencyUnavailable",
     "Forbidden",
     "InconsistentLog",
@@ -60,6 +68,8 @@ __all__ = [
     "ProofMismatch",
     "ProofReplayed",
     "RateLimited",
+    "ResilienceError",
+    "RetriesExhausted",
     "StorageError",
     "UntrustedLogData",
     "error",
@@ -139,6 +149,57 @@ class DependencyUnavailable(CouponError):
 
 class StorageError(DependencyUnavailable):
     """The database failed or could not be reached."""
+
+
+class ResilienceError(DependencyUnavailable):
+    """A resilience pipeline (:mod:`coupon.resilience`) gave up on a dependency.
+
+    Attributes:
+        pipeline: the name of the pipeline that gave up ("" when raised outside one).
+        attempts: how many attempts were made before giving up.
+        retry_after: a hint, in seconds, of when trying again may help (``None``: no hint).
+    """
+
+    pipeline: str
+    attempts: int
+    retry_after: float | None
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        reason: str,
+        *,
+        step: str | None = None,
+        pipeline: str = "",
+        attempts: int = 0,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(code, reason, step=step)
+        self.pipeline = pipeline
+        self.attempts = attempts
+        self.retry_after = retry_after
+
+    def diagnostics(self) -> str:
+        lines = [super().diagnostics()]
+        if self.pipeline:
+            lines.append(f"  pipeline: {self.pipeline}")
+        return "\n".join(lines)
+
+
+class CircuitOpen(ResilienceError):
+    """The circuit breaker is open (or isolated by an operator): the call was not made."""
+
+
+class BulkheadFull(ResilienceError):
+    """Every concurrent slot and every place in the wait queue is taken."""
+
+
+class DeadlineExceeded(ResilienceError):
+    """The overall deadline ran out, or a wait it asked for would outlive it."""
+
+
+class RetriesExhausted(ResilienceError):
+    """A transient failure persisted after the allowed attempts, or the retry budget is spent."""
 
 
 class InvalidRequest(CouponError):
@@ -261,6 +322,11 @@ _KINDS: dict[str, type[CouponError]] = {
         ProofReplayed,
         DependencyUnavailable,
         StorageError,
+        ResilienceError,
+        CircuitOpen,
+        BulkheadFull,
+        DeadlineExceeded,
+        RetriesExhausted,
         InvalidRequest,
         AuthenticationFailed,
         Forbidden,

@@ -12,6 +12,7 @@ import coupon
 import coupon.errors
 import coupon.ledger
 import coupon.ledger_service
+import coupon.resilience
 import coupon.token
 import coupon.token.hazmat
 
@@ -22,6 +23,7 @@ MODULES = [
     coupon.errors,
     coupon.ledger,
     coupon.ledger_service,
+    coupon.resilience,
 ]
 # Dunder names that are part of the public API even though they start with "_".
 INCLUDED_PRIVATE_MEMBERS = {"__version__"}
