@@ -172,6 +172,16 @@ RATE_COUPON = _c(
 RATE_SUBJECT = _c(
     "CPN-RATE-002", "too many requests for this subject", "RateLimited", 429, "slow_down"
 )
+RATE_TENANT = _c("CPN-RATE-003", "tenant rate limit exceeded", "RateLimited", 429, "slow_down")
+
+# --- idempotency keys (IETF draft-ietf-httpapi-idempotency-key-header) -------------------------
+IDEM_KEY = _c("CPN-IDEM-001", "malformed Idempotency-Key", "InvalidRequest", 400, _REQ)
+IDEM_REUSED = _c(
+    "CPN-IDEM-002", "Idempotency-Key reused for another request", "InvalidRequest", 422, _REQ
+)
+IDEM_IN_FLIGHT = _c(
+    "CPN-IDEM-003", "a request with this Idempotency-Key is in flight", "Conflict", 409, _REQ
+)
 
 # --- resources and bodies ----------------------------------------------------------------------
 NOT_FOUND = _c("CPN-REQ-008", "not found", "NotFound", 404, _REQ)
