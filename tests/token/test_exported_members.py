@@ -10,8 +10,10 @@ import pytest
 
 import coupon
 import coupon.errors
+import coupon.idempotency
 import coupon.ledger
 import coupon.ledger_service
+import coupon.ratelimit
 import coupon.resilience
 import coupon.token
 import coupon.token.hazmat
@@ -21,8 +23,10 @@ MODULES = [
     coupon.token,
     coupon.token.hazmat,
     coupon.errors,
+    coupon.idempotency,
     coupon.ledger,
     coupon.ledger_service,
+    coupon.ratelimit,
     coupon.resilience,
 ]
 # Dunder names that are part of the public API even though they start with "_".

@@ -1,7 +1,9 @@
 """Observability: structured logs, Prometheus metrics and OpenTelemetry spans."""
 
+from ._idempotency import IdempotencyMetrics
 from ._logging import REDACTED, configure_logging, get_logger, redact
 from ._metrics import AuthorityMetrics, LedgerMetrics
+from ._ratelimit import RateLimitMetrics
 from ._resilience import ResilienceMetrics
 from ._tracing import CorrelationMiddleware, current_ids, tracer_provider
 
@@ -9,7 +11,9 @@ __all__ = [
     "REDACTED",
     "AuthorityMetrics",
     "CorrelationMiddleware",
+    "IdempotencyMetrics",
     "LedgerMetrics",
+    "RateLimitMetrics",
     "ResilienceMetrics",
     "configure_logging",
     "current_ids",

@@ -1,0 +1,282 @@
+"""The limiter against real Redis: shared limits, soft flags, expiry, NOSCRIPT, and outages.
+
+The shared server is ``COUPON_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``); each
+test uses a random key prefix and deletes only its keys. When it is unreachable the tests
+skip, except under ``CI=true``, where they fail. The outage tests start a private
+``redis-server`` on a free port, kill it and start it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import NoReturn
+
+import pytest
+import pytest_asyncio
+import redis
+
+from coupon.errors import RateLimited
+from coupon.observability import RateLimitMetrics
+from coupon.ratelimit import (
+    DegradedChanged,
+    RateLimitConfig,
+    RateLimiter,
+    RateLimitEvent,
+    RedisGcra,
+    TenantLimits,
+    raise_for,
+    redis_client,
+)
+
+REDIS_URL = os.environ.get("COUPON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+LIMITS = TenantLimits(soft_per_s=1, hard_per_s=2, burst=8, window=10, name="std")
+
+
+def _unavailable(message: str) -> NoReturn:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The URL of a live Redis (skip, or fail under CI, when there is none)."""
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        _unavailable(f"Redis at {REDIS_URL} is not reachable: {type(exc).__name__}: {exc}")
+    finally:
+        client.close()
+    return REDIS_URL
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A random key prefix; its keys are deleted afterwards (never FLUSHALL)."""
+    value = f"coupon-test:{secrets.token_hex(8)}:"
+    yield value
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keys = list(client.scan_iter(match=f"{value}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest_asyncio.fixture
+async def gcra_store(redis_url: str, prefix: str) -> AsyncIterator[RedisGcra]:
+    """A Redis GCRA on the shared server under the test's prefix."""
+    store = RedisGcra(redis_client(redis_url, timeout=0.5), prefix=prefix)
+    yield store
+    await store.close()
+
+
+class TestSharedRedis:
+    """Limits shared by every limiter that uses the same Redis and prefix."""
+
+    @pytest.mark.asyncio
+    async def test_two_replicas_share_the_hard_limit(self, gcra_store: RedisGcra) -> None:
+        """Two limiters together admit one burst, then refuse with retry_after."""
+        config = RateLimitConfig(TenantLimits(1, 1, 3, window=60))
+        a, b = RateLimiter(config, redis=gcra_store), RateLimiter(config, redis=gcra_store)
+        decisions = [await (a if i % 2 else b).check("t1") for i in range(4)]
+        assert [d.allowed for d in decisions] == [True, True, True, False]
+        assert [d.remaining for d in decisions] == [2, 1, 0, 0]
+        refused = decisions[-1]
+        assert not refused.degraded
+        assert 0 < refused.retry_after <= 1.0
+        assert (refused.limit, refused.window) == (60, 60)
+        with pytest.raises(RateLimited) as info:
+            raise_for(refused)
+        assert info.value.retry_after == refused.retry_after
+        other = await a.check("t2")
+        assert other.allowed  # tenants are apart
+        assert (await a.check("t1", "other")).allowed  # so are route keys
+
+    @pytest.mark.asyncio
+    async def test_soft_flag(self, gcra_store: RedisGcra) -> None:
+        """Soft burst spent: admitted and flagged, until the hard limit refuses."""
+        limiter = RateLimiter(RateLimitConfig(TenantLimits(0.1, 1, 2)), redis=gcra_store)
+        flags = [(d.allowed, d.soft_exceeded) for d in [await limiter.check("t") for _ in range(3)]]
+        assert flags == [(True, False), (True, False), (False, False)]
+        limiter = RateLimiter(RateLimitConfig(TenantLimits(0.1, 1000, 2)), redis=gcra_store)
+        flags = [(d.allowed, d.soft_exceeded) for d in [await limiter.check("u") for _ in range(2)]]
+        await asyncio.sleep(0.005)  # the hard limit (1 ms per cell) refills; the soft does not
+        later = await limiter.check("u")
+        assert flags == [(True, False), (True, False)]
+        assert (later.allowed, later.soft_exceeded, later.outcome) == (True, True, "soft")
+
+    @pytest.mark.asyncio
+    async def test_key_layout_and_expiry(self, gcra_store: RedisGcra, prefix: str) -> None:
+        """One hash per tenant and key, expiring when the bucket is full again."""
+        limiter = RateLimiter(RateLimitConfig(TenantLimits(1, 1, 1)), redis=gcra_store)
+        await limiter.check("acme", "mint")
+        client = redis.Redis.from_url(REDIS_URL)
+        try:
+            assert client.hkeys(f"{prefix}rl:acme:mint") == [b"h", b"s"]
+            assert 0 < client.pttl(f"{prefix}rl:acme:mint") <= 1001
+        finally:
+            client.close()
+
+    @pytest.mark.asyncio
+    async def test_bad_arguments(self, gcra_store: RedisGcra) -> None:
+        """Tenant and key names are checked; cost must fit the burst."""
+        limiter = RateLimiter(RateLimitConfig(TenantLimits(1, 1, 2)), redis=gcra_store)
+        with pytest.raises(ValueError, match="tenant"):
+            await limiter.check("a:b")
+        with pytest.raises(ValueError, match="cost"):
+            await limiter.check("a", cost=3)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class PrivateRedis:
+    """A throwaway ``redis-server`` that a test may kill and restart on the same port."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            _unavailable("redis-server is not on PATH")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        deadline = time.monotonic() + 5
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except (redis.RedisError, OSError):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A private Redis server, killed at the end of the test."""
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.mark.asyncio
+async def test_noscript_falls_back_to_eval(private_redis: PrivateRedis) -> None:
+    """After SCRIPT FLUSH the check still works (EVAL), and EVALSHA works again after."""
+    store = RedisGcra(redis_client(private_redis.url))
+    limiter = RateLimiter(RateLimitConfig(TenantLimits(1, 1, 5)), redis=store)
+    await store.load()
+    assert (await limiter.check("t")).remaining == 4
+    client = redis.Redis(port=private_redis.port)
+    try:
+        client.script_flush()
+        assert (await limiter.check("t")).remaining == 3
+        assert client.script_exists(store.sha) == [True]
+    finally:
+        client.close()
+        await store.close()
+
+
+@pytest.mark.asyncio
+async def test_redis_dies_mid_test(private_redis: PrivateRedis) -> None:
+    """Kill Redis: degraded at limit/replicas, hooks told; restart: back to Redis."""
+    events: list[RateLimitEvent] = []
+    metrics = RateLimitMetrics()
+    now = [0.0]
+    store = RedisGcra(redis_client(private_redis.url, timeout=0.1))
+    limiter = RateLimiter(
+        RateLimitConfig(LIMITS, replicas=4),
+        redis=store,
+        hooks=[events.append, metrics],
+        clock=lambda: now[0],
+    )
+    try:
+        healthy = await limiter.check("t")
+        assert healthy.allowed
+        assert not healthy.degraded
+        assert (healthy.limit, healthy.remaining) == (20, 7)
+
+        private_redis.kill()
+        started = time.monotonic()
+        down = [await limiter.check("t") for _ in range(3)]
+        assert time.monotonic() - started < 1.0  # fail fast, no retry storm
+        assert all(d.degraded for d in down)
+        assert [d.allowed for d in down] == [True, True, False]  # burst 8 // 4
+        assert down[0].limit == 5  # 20 per 10 s / 4 replicas
+        assert down[-1].retry_after > 0
+        assert limiter.degraded
+        assert [e for e in events if isinstance(e, DegradedChanged)] == [
+            DegradedChanged(True, "ConnectionError")
+        ]
+        assert metrics.registry.get_sample_value("coupon_ratelimit_degraded") == 1
+        sample = metrics.registry.get_sample_value(
+            "coupon_ratelimit_decisions_total", {"policy": "std", "outcome": "hard"}
+        )
+        assert sample == 1
+
+        private_redis.start()
+        still = await limiter.check("t")  # no probe before a second has passed
+        assert still.degraded
+        now[0] += 1.0
+        back = await limiter.check("t")
+        assert not back.degraded
+        assert back.allowed
+        assert back.limit == 20
+        assert not limiter.degraded
+        assert events[-2] == DegradedChanged(False)
+        assert metrics.registry.get_sample_value("coupon_ratelimit_degraded") == 0
+    finally:
+        await store.close()
+
+
+@pytest.mark.asyncio
+async def test_unreachable_from_the_start_never_raises() -> None:
+    """A Redis that never answers: every check is decided in-process, none raises."""
+    store = RedisGcra(redis_client(f"redis://127.0.0.1:{_free_port()}/0", timeout=0.05))
+    limiter = RateLimiter(RateLimitConfig(TenantLimits(1, 1, 2), replicas=2), redis=store)
+    try:
+        decisions = await asyncio.gather(*(limiter.check("t") for _ in range(3)))
+        assert all(d.degraded for d in decisions)
+        assert [d.allowed for d in decisions] == [True, False, False]
+    finally:
+        await store.close()
+
+
+@pytest.mark.asyncio
+async def test_embedded_mode_is_local_and_not_degraded() -> None:
+    """Without Redis the limiter enforces the full limits in-process."""
+    limiter = RateLimiter(RateLimitConfig(TenantLimits(1, 1, 2), replicas=4))
+    decisions = [await limiter.check("t") for _ in range(3)]
+    assert [d.allowed for d in decisions] == [True, True, False]
+    assert not any(d.degraded for d in decisions)
