@@ -15,6 +15,7 @@ import coupon.ledger
 import coupon.ledger_service
 import coupon.ratelimit
 import coupon.resilience
+import coupon.sdk
 import coupon.token
 import coupon.token.hazmat
 
@@ -28,6 +29,7 @@ MODULES = [
     coupon.ledger_service,
     coupon.ratelimit,
     coupon.resilience,
+    coupon.sdk,
 ]
 # Dunder names that are part of the public API even though they start with "_".
 INCLUDED_PRIVATE_MEMBERS = {"__version__"}

@@ -1,0 +1,21 @@
+"""A Python SDK for the Authority: DPoP for httpx, an async API client, a refreshing coupon.
+
+* :class:`DPoPAuth` — an ``httpx.Auth`` presenting a coupon with a DPoP proof, answering one
+  ``use_dpop_nonce`` challenge per request (sync and async clients).
+* :class:`AuthorityClient` — issue, attenuate, verify, revoke, introspect, each through a
+  :class:`coupon.resilience.Pipeline`; errors are typed :class:`~coupon.errors.CouponError`.
+* :class:`CouponSource` — the current coupon, re-issued before it expires (single flight).
+
+See ``docs/sdk.md``.
+"""
+
+from ._auth import CouponSupplier, DPoPAuth
+from ._client import AuthorityClient, CouponSource, Issued
+
+__all__ = [
+    "AuthorityClient",
+    "CouponSource",
+    "CouponSupplier",
+    "DPoPAuth",
+    "Issued",
+]
