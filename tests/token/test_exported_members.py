@@ -13,6 +13,7 @@ import coupon.errors
 import coupon.idempotency
 import coupon.ledger
 import coupon.ledger_service
+import coupon.middleware
 import coupon.ratelimit
 import coupon.resilience
 import coupon.sdk
@@ -27,6 +28,7 @@ MODULES = [
     coupon.idempotency,
     coupon.ledger,
     coupon.ledger_service,
+    coupon.middleware,
     coupon.ratelimit,
     coupon.resilience,
     coupon.sdk,
