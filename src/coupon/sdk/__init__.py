@@ -5,12 +5,15 @@
 * :class:`AuthorityClient` — issue, attenuate, verify, revoke, introspect, each through a
   :class:`coupon.resilience.Pipeline`; errors are typed :class:`~coupon.errors.CouponError`.
 * :class:`CouponSource` — the current coupon, re-issued before it expires (single flight).
+* :class:`LocalVerifier` — verify in-process over :class:`RemoteKeySet` (the Authority's JWKS)
+  and :class:`RevocationSync` (its revocation feed), failing closed when that goes stale.
 
 See ``docs/sdk.md``.
 """
 
 from ._auth import CouponSupplier, DPoPAuth
 from ._client import AuthorityClient, CouponSource, Issued
+from ._local import LocalVerifier, RemoteKeySet, RevocationSync, SyncedRevocations
 
 __all__ = [
     "AuthorityClient",
@@ -18,4 +21,8 @@ __all__ = [
     "CouponSupplier",
     "DPoPAuth",
     "Issued",
+    "LocalVerifier",
+    "RemoteKeySet",
+    "RevocationSync",
+    "SyncedRevocations",
 ]

@@ -1,0 +1,342 @@
+"""Verify coupons inside a service: the Authority's keys and revocations, pulled and cached.
+
+* :class:`RemoteKeySet` — the Authority's ``/.well-known/jwks.json``, cached for ``max_age``
+  seconds and re-fetched (single flight, at most once per ``min_refresh_interval``) when a
+  coupon names an unknown ``kid``.
+* :class:`RevocationSync` — pulls ``GET /v1/revocations?after=`` in a background task into a
+  revocation store the :class:`~coupon.token.Verifier` consults; the store fails closed
+  (``CPN-DEP-001``) once it has not been confirmed current for ``max_staleness`` seconds.
+* :class:`LocalVerifier` — both together behind one ``verify(token, request)``.
+
+Key fetch failures: with keys already cached the old keys keep serving (a warning is logged);
+with nothing cached :class:`~coupon.errors.DependencyUnavailable` is raised with
+``CPN-DEP-004`` (``UNAVAILABLE_SIGNER``, the closest code for "signing keys unavailable").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import httpx
+
+from coupon import codes
+from coupon.errors import CouponError, DependencyUnavailable
+from coupon.token import (
+    KeySet,
+    MemoryReplayStore,
+    MemoryRevocations,
+    Request,
+    RevocationFacts,
+    Verified,
+    Verifier,
+)
+
+__all__ = ["LocalVerifier", "RemoteKeySet", "RevocationSync", "SyncedRevocations"]
+
+log = logging.getLogger(__name__)
+_PAGE = 1000
+
+
+class RemoteKeySet:
+    """The Authority's signing keys, fetched from its JWKS URL and cached.
+
+    Args:
+        jwks_url: the ``/.well-known/jwks.json`` URL.
+        client: the httpx client the fetches go through.
+        max_age: seconds a fetched key set is used before it is fetched again.
+        min_refresh_interval: the shortest time between two fetches forced by an unknown kid.
+        clock: a monotonic clock, in seconds.
+    """
+
+    def __init__(
+        self,
+        jwks_url: str,
+        *,
+        client: httpx.AsyncClient,
+        max_age: float = 60,
+        min_refresh_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.jwks_url = jwks_url
+        self._client = client
+        self.max_age = max_age
+        self.min_refresh_interval = min_refresh_interval
+        self._clock = clock
+        self._keys: KeySet | None = None
+        self._fetched_at = -math.inf  # when the last fetch was attempted
+        self._loaded_at = -math.inf  # when the cached keys were fetched
+        self._lock = asyncio.Lock()
+        self.fetches = 0  # fetch attempts made, for tests and metrics
+
+    async def keyset(self) -> KeySet:
+        """The cached keys, fetched first when none are cached or they are older than max_age.
+
+        Raises:
+            DependencyUnavailable: ``CPN-DEP-004`` when no keys were ever fetched.
+        """
+        if self._keys is not None and self._clock() - self._loaded_at < self.max_age:
+            return self._keys
+        async with self._lock:
+            # Another caller may have fetched while this one waited for the lock.
+            if self._keys is None or self._clock() - self._loaded_at >= self.max_age:
+                await self._fetch()
+        return self._require()
+
+    async def refresh_for_unknown_kid(self) -> KeySet:
+        """Fetch again (a coupon named a kid not cached), unless fetched very recently.
+
+        Concurrent callers share one fetch; fetches are at least ``min_refresh_interval``
+        apart.
+        """
+        started = self._clock()
+        async with self._lock:
+            if self._fetched_at < started and started - self._fetched_at >= (
+                self.min_refresh_interval
+            ):
+                await self._fetch()
+        return self._require()
+
+    def _require(self) -> KeySet:
+        if self._keys is None:
+            raise DependencyUnavailable(codes.UNAVAILABLE_SIGNER, "signing keys unavailable")
+        return self._keys
+
+    async def _fetch(self) -> None:
+        self.fetches += 1
+        self._fetched_at = self._clock()
+        try:
+            response = await self._client.get(self.jwks_url)
+            response.raise_for_status()
+            keys = KeySet.from_jwks(response.json())
+        except (httpx.HTTPError, ValueError, CouponError) as exc:
+            if self._keys is None:
+                raise DependencyUnavailable(
+                    codes.UNAVAILABLE_SIGNER, "signing keys unavailable"
+                ) from exc
+            log.warning("JWKS fetch from %s failed, keeping cached keys: %s", self.jwks_url, exc)
+            return
+        self._keys = keys
+        self._loaded_at = self._fetched_at
+
+
+class SyncedRevocations:
+    """A ``RevocationChecker`` fed by :class:`RevocationSync`; fails closed when stale.
+
+    Known revocations are reported even when stale (a denial either way). Otherwise, if the
+    store was never confirmed current, or not within ``max_staleness`` seconds (by ``clock``),
+    :meth:`revoked` raises ``DependencyUnavailable`` (``CPN-DEP-001``).
+    """
+
+    def __init__(
+        self, *, max_staleness: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if not max_staleness > 0:
+            raise ValueError("max_staleness must be positive")
+        self.max_staleness = max_staleness
+        self._clock = clock
+        self._table = MemoryRevocations()
+        self._fresh_at: float | None = None
+        self.cursor = 0
+
+    def apply(self, entries: Iterable[dict[str, Any]]) -> None:
+        """Enforce feed entries (``{seq, kind, value, reason, revoked_at, ...}``)."""
+        for entry in entries:
+            self._table.add(
+                str(entry["kind"]),
+                str(entry["value"]),
+                reason=str(entry.get("reason", "")),
+                revoked_at=int(entry["revoked_at"]),
+            )
+            self.cursor = max(self.cursor, int(entry["seq"]))
+
+    def mark_fresh(self, at: float) -> None:
+        """Record that at ``at`` (by ``clock``) the store held every revocation."""
+        if self._fresh_at is None or at > self._fresh_at:
+            self._fresh_at = at
+
+    def revoked(self, facts: RevocationFacts, *, now: float) -> str | None:
+        """The revocation reason, None if the coupon stands; raises when stale."""
+        reason = self._table.revoked(facts, now=now)
+        if reason is not None:
+            return reason
+        if self._fresh_at is None:
+            raise DependencyUnavailable(
+                codes.UNAVAILABLE_REVOCATION, "revocation state not yet synchronised"
+            )
+        age = self._clock() - self._fresh_at
+        if age > self.max_staleness:
+            raise DependencyUnavailable(
+                codes.UNAVAILABLE_REVOCATION,
+                f"revocation state is {age:.1f}s old (bound {self.max_staleness:g}s)",
+            )
+        return None
+
+
+class RevocationSync:
+    """Pulls the Authority's revocation feed into :attr:`store` in a background task.
+
+    Args:
+        base_url: the Authority's base URL.
+        client: the httpx client the pulls go through.
+        api_key: an API key with role verifier, issuer or auditor.
+        poll_interval: seconds between pulls.
+        max_staleness: seconds without a successful pull after which the store fails closed.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        client: httpx.AsyncClient,
+        api_key: str,
+        poll_interval: float = 1.0,
+        max_staleness: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._url = base_url.rstrip("/") + "/v1/revocations"
+        self._client = client
+        self._api_key = api_key
+        self.poll_interval = poll_interval
+        self._clock = clock
+        self.store = SyncedRevocations(max_staleness=max_staleness, clock=clock)
+        self._task: asyncio.Task[None] | None = None
+
+    async def pull(self) -> None:
+        """Pull every page after the store's cursor, then mark the store fresh."""
+        started = self._clock()
+        while True:
+            response = await self._client.get(
+                self._url,
+                params={"after": self.store.cursor, "limit": _PAGE},
+                headers={"X-API-Key": self._api_key},
+            )
+            response.raise_for_status()
+            body = response.json()
+            entries = body.get("revocations", [])
+            self.store.apply(entries)
+            self.store.cursor = max(self.store.cursor, int(body.get("cursor", 0)))
+            if len(entries) < _PAGE:
+                break
+        self.store.mark_fresh(started)
+
+    async def start(self) -> None:
+        """Pull once (errors are logged), then keep pulling in the background."""
+        if self._task is None:
+            await self._pull_logged()
+            self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop the background task."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _pull_logged(self) -> None:
+        try:
+            await self.pull()
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.warning("revocation pull from %s failed: %s", self._url, exc)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            await self._pull_logged()
+
+
+class LocalVerifier:
+    """Verify coupons locally with the Authority's keys and revocation feed.
+
+    Args:
+        authority_url: the Authority's base URL.
+        api_key: an API key allowed to read ``/v1/revocations``.
+        issuers: when given, the root ``iss`` must be one of these.
+        client: an httpx client to use (closed by the caller); one is made otherwise.
+        max_age, min_refresh_interval: see :class:`RemoteKeySet`.
+        poll_interval, max_staleness: see :class:`RevocationSync`.
+    """
+
+    def __init__(
+        self,
+        authority_url: str,
+        *,
+        api_key: str,
+        issuers: Iterable[str] | None = None,
+        client: httpx.AsyncClient | None = None,
+        max_age: float = 60,
+        min_refresh_interval: float = 1.0,
+        poll_interval: float = 1.0,
+        max_staleness: float = 10.0,
+    ) -> None:
+        base = authority_url.rstrip("/")
+        self._own_client = client is None
+        self._client = client if client is not None else httpx.AsyncClient(timeout=5.0)
+        self._issuers = list(issuers) if issuers is not None else None
+        self.keys = RemoteKeySet(
+            base + "/.well-known/jwks.json",
+            client=self._client,
+            max_age=max_age,
+            min_refresh_interval=min_refresh_interval,
+        )
+        self.revocations = RevocationSync(
+            base,
+            client=self._client,
+            api_key=api_key,
+            poll_interval=poll_interval,
+            max_staleness=max_staleness,
+        )
+        self._replay = MemoryReplayStore()  # shared across key rotations
+        self._verifier: Verifier | None = None
+
+    async def start(self) -> None:
+        """Fetch the keys (errors are deferred to verify) and start the revocation sync."""
+        with contextlib.suppress(DependencyUnavailable):
+            await self.keys.keyset()
+        await self.revocations.start()
+
+    async def stop(self) -> None:
+        """Stop the revocation sync and close the client if it was made here."""
+        await self.revocations.stop()
+        if self._own_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> LocalVerifier:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _verifier_for(self, keys: KeySet) -> Verifier:
+        verifier = self._verifier
+        if verifier is None or verifier.keys is not keys:
+            verifier = Verifier(
+                keys,
+                issuers=self._issuers,
+                replay=self._replay,
+                revocations=self.revocations.store,
+            )
+            self._verifier = verifier
+        return verifier
+
+    async def verify(self, token: str, request: Request) -> Verified:
+        """Verify ``token`` for ``request``; an unknown kid refreshes the keys once.
+
+        Raises:
+            CouponError: the typed error of the first failing step.
+        """
+        verifier = self._verifier_for(await self.keys.keyset())
+        try:
+            return verifier.verify(token, request)
+        except CouponError as exc:
+            if exc.code.code != codes.HEADER_KID.code:
+                raise
+        keys = await self.keys.refresh_for_unknown_kid()
+        return self._verifier_for(keys).verify(token, request)
