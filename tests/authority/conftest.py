@@ -20,62 +20,22 @@ from typing import NoReturn
 
 import pytest
 import pytest_asyncio
-import redis
 import sqlalchemy as sa
 from redis.asyncio import Redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
+from tests.redis_fixtures import unavailable
 
 from coupon.authority._replay import redis_client
 from coupon.storage.sql import SqlStore, normalise_url
 
-REDIS_URL = os.environ.get("COUPON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get(
     "COUPON_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 
 
 def _unavailable(what: str, exc: BaseException) -> NoReturn:
-    message = f"{what} is not reachable: {type(exc).__name__}: {exc}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="session")
-def _redis_server() -> str:
-    client = redis.Redis.from_url(
-        REDIS_URL, socket_connect_timeout=1, socket_timeout=1, retry=Retry(NoBackoff(), 0)
-    )
-    try:
-        client.ping()
-    except (redis.RedisError, OSError) as exc:
-        _unavailable(f"Redis at {REDIS_URL}", exc)
-    finally:
-        client.close()
-    return REDIS_URL
-
-
-@pytest.fixture
-def redis_url(_redis_server: str) -> str:
-    """The URL of a live Redis (skip, or fail under CI, when there is none)."""
-    return _redis_server
-
-
-@pytest.fixture
-def redis_prefix(redis_url: str) -> Iterator[str]:
-    """A random key (and channel) prefix for this test; its keys are deleted afterwards."""
-    prefix = f"coupon-test:{secrets.token_hex(8)}:"
-    yield prefix
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    unavailable(f"{what} is not reachable: {type(exc).__name__}: {exc}")
 
 
 @pytest_asyncio.fixture

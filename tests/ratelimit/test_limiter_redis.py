@@ -9,18 +9,16 @@ skip, except under ``CI=true``, where they fail. The outage tests start a privat
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import NoReturn
 
 import pytest
 import pytest_asyncio
 import redis
+from tests.redis_fixtures import unavailable
 
 from coupon.errors import RateLimited
 from coupon.observability import RateLimitMetrics
@@ -35,47 +33,13 @@ from coupon.ratelimit import (
     redis_client,
 )
 
-REDIS_URL = os.environ.get("COUPON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 LIMITS = TenantLimits(soft_per_s=1, hard_per_s=2, burst=8, window=10, name="std")
 
 
-def _unavailable(message: str) -> NoReturn:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """The URL of a live Redis (skip, or fail under CI, when there is none)."""
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
-    try:
-        client.ping()
-    except (redis.RedisError, OSError) as exc:
-        _unavailable(f"Redis at {REDIS_URL} is not reachable: {type(exc).__name__}: {exc}")
-    finally:
-        client.close()
-    return REDIS_URL
-
-
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    """A random key prefix; its keys are deleted afterwards (never FLUSHALL)."""
-    value = f"coupon-test:{secrets.token_hex(8)}:"
-    yield value
-    client = redis.Redis.from_url(redis_url)
-    try:
-        keys = list(client.scan_iter(match=f"{value}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 @pytest_asyncio.fixture
-async def gcra_store(redis_url: str, prefix: str) -> AsyncIterator[RedisGcra]:
+async def gcra_store(redis_url: str, redis_prefix: str) -> AsyncIterator[RedisGcra]:
     """A Redis GCRA on the shared server under the test's prefix."""
-    store = RedisGcra(redis_client(redis_url, timeout=0.5), prefix=prefix)
+    store = RedisGcra(redis_client(redis_url, timeout=0.5), prefix=redis_prefix)
     yield store
     await store.close()
 
@@ -116,14 +80,16 @@ class TestSharedRedis:
         assert (later.allowed, later.soft_exceeded, later.outcome) == (True, True, "soft")
 
     @pytest.mark.asyncio
-    async def test_key_layout_and_expiry(self, gcra_store: RedisGcra, prefix: str) -> None:
+    async def test_key_layout_and_expiry(
+        self, gcra_store: RedisGcra, redis_prefix: str, redis_url: str
+    ) -> None:
         """One hash per tenant and key, expiring when the bucket is full again."""
         limiter = RateLimiter(RateLimitConfig(TenantLimits(1, 1, 1)), redis=gcra_store)
         await limiter.check("acme", "mint")
-        client = redis.Redis.from_url(REDIS_URL)
+        client = redis.Redis.from_url(redis_url)
         try:
-            assert client.hkeys(f"{prefix}rl:acme:mint") == [b"h", b"s"]
-            assert 0 < client.pttl(f"{prefix}rl:acme:mint") <= 1001
+            assert client.hkeys(f"{redis_prefix}rl:acme:mint") == [b"h", b"s"]
+            assert 0 < client.pttl(f"{redis_prefix}rl:acme:mint") <= 1001
         finally:
             client.close()
 
@@ -155,7 +121,7 @@ class PrivateRedis:
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
-            _unavailable("redis-server is not on PATH")
+            unavailable("redis-server is not on PATH")
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL,

@@ -239,14 +239,12 @@ class CouponMiddleware:
             route=match.path,
         )
         self._decide(
-            CouponDecision(
+            _decision(
+                match,
+                scope,
+                request_id,
+                resource,
                 allowed=False,
-                request_id=request_id,
-                method=match.method,
-                path=str(scope.get("path", "")),
-                route=match.path,
-                resource=resource,
-                action=match.requirement.action,
                 code=code.code,
                 protocol=code.protocol,
                 status=code.status,
@@ -282,18 +280,31 @@ class CouponMiddleware:
             self.on_decision(decision)
 
 
-def _allowed(
-    match: Match, scope: Scope, request_id: str, resource: str, verified: Verified
+def _decision(
+    match: Match, scope: Scope, request_id: str, resource: str | None, **outcome: Any
 ) -> CouponDecision:
-    claims = verified.claims
+    """The audit record of one decision: the request's place, plus what was decided."""
     return CouponDecision(
-        allowed=True,
         request_id=request_id,
         method=match.method,
         path=str(scope.get("path", "")),
         route=match.path,
         resource=resource,
         action=match.requirement.action,
+        **outcome,
+    )
+
+
+def _allowed(
+    match: Match, scope: Scope, request_id: str, resource: str, verified: Verified
+) -> CouponDecision:
+    claims = verified.claims
+    return _decision(
+        match,
+        scope,
+        request_id,
+        resource,
+        allowed=True,
         subject=claims.sub,
         tenant=claims.tid,
         jti=claims.jti,
