@@ -7,12 +7,21 @@ that are refused learn only the protocol error and a request id; the precise rea
 the log and to the ``on_decision`` audit hook. See ``docs/middleware.md``.
 """
 
-from ._asgi import ALGS, MAX_HEADER, CouponDecision, CouponMiddleware, DecisionHook, NonceIssuer
+from ._asgi import (
+    ALGS,
+    MAX_HEADER,
+    AsyncVerifier,
+    CouponDecision,
+    CouponMiddleware,
+    DecisionHook,
+    NonceIssuer,
+)
 from ._requirements import Match, Requirement, RouteTable
 
 __all__ = [
     "ALGS",
     "MAX_HEADER",
+    "AsyncVerifier",
     "CouponDecision",
     "CouponMiddleware",
     "DecisionHook",

@@ -14,6 +14,7 @@ Who hears the reason: the client gets only the protocol error (``invalid_token``
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import secrets
@@ -35,6 +36,7 @@ from ._requirements import Match, Requirement, RouteTable
 __all__ = [
     "ALGS",
     "MAX_HEADER",
+    "AsyncVerifier",
     "CouponDecision",
     "CouponMiddleware",
     "DecisionHook",
@@ -83,6 +85,18 @@ class DecisionHook(Protocol):
     def __call__(self, decision: CouponDecision, /) -> None: ...
 
 
+class AsyncVerifier(Protocol):
+    """Verifies a coupon asynchronously, with its own keys and replay store.
+
+    :class:`coupon.sdk.LocalVerifier` is one: keys fetched from the Authority and rotated,
+    revocations synchronised.
+    """
+
+    async def verify(
+        self, token: str, request: Request, *, now: float | None = None
+    ) -> Verified: ...
+
+
 class NonceIssuer(Protocol):
     """Makes a fresh ``DPoP-Nonce`` (the Authority's ``NonceService`` is one)."""
 
@@ -101,10 +115,12 @@ class CouponMiddleware:
 
     Args:
         app: the ASGI app to protect.
-        verifier: verifies coupons and proofs against the trusted issuer keys.
+        verifier: verifies coupons and proofs: a :class:`~coupon.token.Verifier` with fixed
+            keys, or an :class:`AsyncVerifier` such as :class:`coupon.sdk.LocalVerifier`.
         audience: this service's audience (a route's :class:`Requirement` may override it).
         routes: ``[(method, path, Requirement), ...]``, see :class:`RouteTable`.
-        replay: a shared asynchronous replay store; without one the verifier's own is used.
+        replay: a shared asynchronous replay store for a :class:`~coupon.token.Verifier`;
+            without one the verifier's own is used (an :class:`AsyncVerifier` has its own).
         on_decision: called with every allow and deny, with the precise code and reason.
         nonces: issues ``DPoP-Nonce`` values when the verifier asks for one.
         clock: POSIX seconds.
@@ -117,7 +133,7 @@ class CouponMiddleware:
         self,
         app: ASGIApp,
         *,
-        verifier: Verifier,
+        verifier: Verifier | AsyncVerifier,
         audience: str,
         routes: Iterable[tuple[str, str, Requirement]] | RouteTable,
         replay: AsyncReplayStore | None = None,
@@ -127,7 +143,10 @@ class CouponMiddleware:
         public_url: str | None = None,
     ) -> None:
         if not isinstance(verifier, Verifier):
-            raise TypeError("verifier must be a coupon.token.Verifier")
+            if not inspect.iscoroutinefunction(getattr(verifier, "verify", None)):
+                raise TypeError("verifier must be a coupon.token.Verifier or an AsyncVerifier")
+            if replay is not None:
+                raise ValueError("an AsyncVerifier brings its own replay store")
         if not isinstance(audience, str) or not audience:
             raise ValueError("audience is required")
         self.app = app
@@ -194,9 +213,12 @@ class CouponMiddleware:
             uri=self._htu(scope, headers),
             dpop=proof,
         )
+        verifier = self.verifier
+        if not isinstance(verifier, Verifier):
+            return await verifier.verify(token, request, now=now)
         if self.replay is not None:
-            return await self.verifier.verify_async(token, request, replay=self.replay, now=now)
-        return self.verifier.verify(token, request, now=now)
+            return await verifier.verify_async(token, request, replay=self.replay, now=now)
+        return verifier.verify(token, request, now=now)
 
     def _htu(self, scope: Scope, headers: dict[str, list[str]]) -> str:
         raw = scope.get("raw_path")

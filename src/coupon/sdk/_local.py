@@ -28,6 +28,7 @@ import httpx
 from coupon import codes
 from coupon.errors import CouponError, DependencyUnavailable
 from coupon.token import (
+    AsyncReplayStore,
     KeySet,
     MemoryReplayStore,
     MemoryRevocations,
@@ -261,6 +262,8 @@ class LocalVerifier:
         client: an httpx client to use (closed by the caller); one is made otherwise.
         max_age, min_refresh_interval: see :class:`RemoteKeySet`.
         poll_interval, max_staleness: see :class:`RevocationSync`.
+        replay: a DPoP replay store shared with other processes (Redis); an in-process one
+            otherwise.
     """
 
     def __init__(
@@ -274,6 +277,7 @@ class LocalVerifier:
         min_refresh_interval: float = 1.0,
         poll_interval: float = 1.0,
         max_staleness: float = 10.0,
+        replay: AsyncReplayStore | None = None,
     ) -> None:
         base = authority_url.rstrip("/")
         self._own_client = client is None
@@ -293,6 +297,7 @@ class LocalVerifier:
             max_staleness=max_staleness,
         )
         self._replay = MemoryReplayStore()  # shared across key rotations
+        self._shared_replay = replay
         self._verifier: Verifier | None = None
 
     async def start(self) -> None:
@@ -326,7 +331,7 @@ class LocalVerifier:
             self._verifier = verifier
         return verifier
 
-    async def verify(self, token: str, request: Request) -> Verified:
+    async def verify(self, token: str, request: Request, *, now: float | None = None) -> Verified:
         """Verify ``token`` for ``request``; an unknown kid refreshes the keys once.
 
         Raises:
@@ -334,9 +339,16 @@ class LocalVerifier:
         """
         verifier = self._verifier_for(await self.keys.keyset())
         try:
-            return verifier.verify(token, request)
+            return await self._check(verifier, token, request, now)
         except CouponError as exc:
             if exc.code.code != codes.HEADER_KID.code:
                 raise
         keys = await self.keys.refresh_for_unknown_kid()
-        return self._verifier_for(keys).verify(token, request)
+        return await self._check(self._verifier_for(keys), token, request, now)
+
+    async def _check(
+        self, verifier: Verifier, token: str, request: Request, now: float | None
+    ) -> Verified:
+        if self._shared_replay is None:
+            return verifier.verify(token, request, now=now)
+        return await verifier.verify_async(token, request, replay=self._shared_replay, now=now)
