@@ -227,5 +227,15 @@ RES_DEADLINE = _c("CPN-RES-003", "deadline exceeded", "DeadlineExceeded", 503, _
 RES_RETRIES = _c("CPN-RES-004", "retries exhausted", "RetriesExhausted", 503, _UNAVAILABLE)
 RES_BUDGET = _c("CPN-RES-005", "retry budget exhausted", "RetriesExhausted", 503, _UNAVAILABLE)
 
+# --- the edge gateway (coupon.gateway) -----------------------------------------------------------
+_GW = "GatewayError"
+GATEWAY_NO_ROUTE = _c("CPN-GW-001", "no route", _GW, 404, _REQ)
+GATEWAY_METHOD = _c("CPN-GW-002", "method not allowed", _GW, 405, _REQ)
+GATEWAY_BODY_SIZE = _c("CPN-GW-003", "request body too large", _GW, 413, _REQ)
+GATEWAY_MEDIA = _c("CPN-GW-004", "unsupported media type", _GW, 415, _REQ)
+GATEWAY_UPSTREAM = _c("CPN-GW-005", "upstream unreachable", _GW, 502, _UNAVAILABLE)
+GATEWAY_TIMEOUT = _c("CPN-GW-006", "upstream timed out", _GW, 504, _UNAVAILABLE)
+GATEWAY_PATH = _c("CPN-GW-007", "ambiguous request path", _GW, 400, _REQ)
+
 # --- internal ----------------------------------------------------------------------------------
 INTERNAL = _c("CPN-INT-001", "internal error", "InternalError", 500, "server_error")

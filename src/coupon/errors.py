@@ -33,6 +33,7 @@ Every error that untrusted input can cause is a :class:`CouponError` carrying a 
     │   ├── UntrustedLogData       (403) no trusted key signed it
     │   ├── ProofMismatch          (422) a proof does not lead to the expected hash
     │   └── InconsistentLog        (409) two signed views that cannot both be true: rollback, fork
+    ├── GatewayError               the edge could not route or forward a request (CPN-GW-*)
     └── InternalError              (500) a bug: reported without details, logged in full
 """
 
@@ -51,6 +52,7 @@ __all__ = [
     "DeadlineExceeded",
     "DependencyUnavailable",
     "Forbidden",
+    "GatewayError",
     "InconsistentLog",
     "InsufficientScope",
     "InternalError",
@@ -304,6 +306,10 @@ class InconsistentLog(LedgerError):
         return "\n".join(lines)
 
 
+class GatewayError(CouponError):
+    """The edge gateway could not route a request, or could not get an answer upstream."""
+
+
 class InternalError(CouponError):
     """Something that should never happen did; the details go to the log only."""
 
@@ -339,6 +345,7 @@ _KINDS: dict[str, type[CouponError]] = {
         UntrustedLogData,
         ProofMismatch,
         InconsistentLog,
+        GatewayError,
         InternalError,
     )
 }

@@ -18,8 +18,8 @@ from starlette.routing import Route
 from tests.idempotency.idem_support import KEY, StoreCase
 
 from coupon import codes
+from coupon._asgi import Message, Receive, Scope, Send
 from coupon.idempotency import IdempotencyGuard, IdempotencyMiddleware, MemoryIdempotencyStore
-from coupon.idempotency._middleware import Message, Receive, Scope, Send
 
 
 class Orders:

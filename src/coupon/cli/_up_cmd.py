@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import faulthandler
 import gc
 import os
 import signal
-import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +14,7 @@ import typer
 from coupon.settings import Settings
 
 from ._app import EPILOG, app
+from ._serve import bind, serve
 
 __all__ = ["up"]
 
@@ -70,9 +69,6 @@ def up(
     A second start on the same data directory keeps every key, coupon record and revocation.
     Stops cleanly on Ctrl-C and SIGTERM.
     """
-    import uvicorn
-    import uvloop
-
     from coupon.authority.app import create_app
     from coupon.observability import configure_logging
 
@@ -85,13 +81,7 @@ def up(
     configure_logging(level=settings.log_level, json=settings.log_json)
     # `kill -USR1 <pid>` prints every thread's stack to stderr: for a stuck process in production.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # Accepted sockets inherit TCP_NODELAY; without it a response written as head then body
-    # waits ~40 ms for the client's delayed ACK (see docs/benchmarks-authority.md).
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind((settings.host, settings.port))
+    sock = bind(settings.host, settings.port)
     actual_port = sock.getsockname()[1]
     if settings.port == 0:
         settings = settings.model_copy(update={"port": actual_port})
@@ -105,32 +95,11 @@ def up(
 
     app = create_app(settings, on_ready=ready)
 
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            # Tell long-lived streams first: uvicorn waits for open responses to finish
-            # before it runs the app's shutdown.
-            authority = getattr(app.state, "authority", None)
-            if authority is not None and loop is not None:
-                loop.call_soon_threadsafe(authority.rt.closing.set)
-            super().handle_exit(sig, frame)
+    def closing() -> None:
+        # Tell long-lived streams first: uvicorn waits for open responses to finish
+        # before it runs the app's shutdown.
+        authority = getattr(app.state, "authority", None)
+        if authority is not None:
+            authority.rt.closing.set()
 
-    loop: asyncio.AbstractEventLoop | None = None
-
-    async def serve() -> None:
-        nonlocal loop
-        loop = asyncio.get_running_loop()
-        await server.serve(sockets=[sock])
-
-    server = Server(
-        uvicorn.Config(
-            app,
-            log_config=None,
-            access_log=False,
-            http="httptools",
-            lifespan="on",
-            timeout_graceful_shutdown=10,
-        )
-    )
-    # uvloop and httptools (C) instead of asyncio's loop and h11: the HTTP stack, not the
-    # verification, is most of a request's cost (docs/benchmarks-authority.md).
-    uvloop.run(serve())
+    serve(app, sock, on_exit=closing)

@@ -3,11 +3,10 @@ to retry (starlette style: non-HTTP scopes and requests without the header pass 
 
 from __future__ import annotations
 
-import json
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from collections.abc import Callable, Iterable
 
 from coupon import codes
+from coupon._asgi import PROBLEM_JSON, ASGIApp, Message, Receive, Scope, Send, problem, respond
 from coupon.errors import CouponError, InvalidRequest
 from coupon.observability import get_logger
 
@@ -20,12 +19,6 @@ __all__ = [
     "PROBLEM_JSON",
     "IdempotencyMiddleware",
 ]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: The header every replayed response carries (value ``true``).
 IDEMPOTENT_REPLAYED = "idempotent-replayed"
@@ -43,39 +36,12 @@ DEFAULT_REPLAY_HEADERS = (
 )
 #: A guarded request body larger than this is refused with ``CPN-REQ-009``.
 MAX_REQUEST_BODY = 1024 * 1024
-PROBLEM_JSON = "application/problem+json"
 
 _log = get_logger("coupon.idempotency")
 
 
 class _Disconnected(Exception):
     """The client went away while we buffered its body."""
-
-
-def _problem(scope: Scope, exc: CouponError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """An RFC 9457 problem for ``exc``, the same shape as the Authority's handler table."""
-    state = scope.get("state") or {}
-    code = exc.code
-    body = json.dumps(
-        {
-            "type": f"https://coupon-authority.dev/errors/{code.code}",
-            "title": code.title,
-            "status": code.status,
-            "detail": exc.reason,
-            "code": code.code,
-            "instance": scope.get("path", ""),
-            "trace_id": state.get("trace_id", ""),
-            "request_id": state.get("request_id", ""),
-        },
-        separators=(",", ":"),
-    ).encode()
-    headers = [
-        (b"content-type", PROBLEM_JSON.encode()),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    if code.status == 503:
-        headers.append((b"retry-after", b"1"))
-    return code.status, headers, body
 
 
 class IdempotencyMiddleware:
@@ -126,7 +92,7 @@ class IdempotencyMiddleware:
         except _Disconnected:
             return
         except CouponError as exc:
-            await self._send(send, *_problem(scope, exc))
+            await respond(send, *problem(scope, exc))
             return
         if isinstance(begin, Replay):
             response = begin.response
@@ -135,7 +101,7 @@ class IdempotencyMiddleware:
                 (b"content-length", str(len(response.body)).encode()),
                 (IDEMPOTENT_REPLAYED.encode(), b"true"),
             ]
-            await self._send(send, response.status, headers, response.body)
+            await respond(send, response.status, headers, response.body)
             return
         await self._run(scope, receive, send, begin.token, body)
 
@@ -157,13 +123,6 @@ class IdempotencyMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
-
-    @staticmethod
-    async def _send(
-        send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> None:
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
 
     async def _run(
         self, scope: Scope, receive: Receive, send: Send, token: Token, body: bytes

@@ -11,23 +11,20 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 import structlog
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from coupon._asgi import ASGIApp, Message, Receive, Scope, Send
+
 __all__ = ["CorrelationMiddleware", "current_ids", "tracer_provider"]
 
 _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
 _provider: TracerProvider | None = None
-
-Scope = dict[str, Any]
-Receive = Callable[[], Any]
-Send = Callable[[dict[str, Any]], Any]
-ASGIApp = Callable[[Scope, Receive, Send], Any]
 
 
 def tracer_provider() -> TracerProvider:
@@ -90,7 +87,7 @@ class CorrelationMiddleware:
             scope["state"]["trace_id"] = trace_id
             scope["state"]["request_id"] = request_id
 
-            async def send_with_ids(message: dict[str, Any]) -> None:
+            async def send_with_ids(message: Message) -> None:
                 nonlocal status
                 if message["type"] == "http.response.start":
                     status = message["status"]

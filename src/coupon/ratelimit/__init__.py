@@ -15,13 +15,16 @@ from ._limiter import (
     RateLimitHook,
     TenantLimits,
     raise_for,
+    refusal,
 )
 from ._local import LocalGcra, monotonic_us
+from ._middleware import SOFT_HEADER, RateLimitMiddleware, decision_headers
 from ._redis import GCRA_LUA, REDIS_ERRORS, RedisGcra, redis_client
 
 __all__ = [
     "GCRA_LUA",
     "REDIS_ERRORS",
+    "SOFT_HEADER",
     "Decision",
     "DegradedChanged",
     "GcraResult",
@@ -31,13 +34,16 @@ __all__ = [
     "RateLimitDecided",
     "RateLimitEvent",
     "RateLimitHook",
+    "RateLimitMiddleware",
     "RateLimiter",
     "RedisGcra",
     "TenantLimits",
+    "decision_headers",
     "gcra",
     "monotonic_us",
     "raise_for",
     "ratelimit_headers",
     "redis_client",
+    "refusal",
     "soft_hard",
 ]

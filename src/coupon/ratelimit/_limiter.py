@@ -26,6 +26,7 @@ __all__ = [
     "RateLimiter",
     "TenantLimits",
     "raise_for",
+    "refusal",
 ]
 
 _NAME = re.compile(r"[A-Za-z0-9._~@+-]{1,128}")
@@ -157,20 +158,24 @@ class Decision:
         return "soft" if self.soft_exceeded else "allowed"
 
 
-def raise_for(decision: Decision) -> None:
-    """Raise :class:`~coupon.errors.RateLimited` (``CPN-RATE-003``) if ``decision`` refused.
-
-    ``retry_after`` is set to the decision's, in seconds.
-    """
-    if decision.allowed:
-        return
+def refusal(decision: Decision) -> RateLimited:
+    """The ``CPN-RATE-003`` error of a refused ``decision``, with its ``retry_after``."""
     error = RateLimited(
         codes.RATE_TENANT,
         f"over the hard limit of {decision.limit} per {decision.window}s; "
         f"retry after {decision.retry_after:.3f}s",
     )
     error.retry_after = decision.retry_after
-    raise error
+    return error
+
+
+def raise_for(decision: Decision) -> None:
+    """Raise :class:`~coupon.errors.RateLimited` (``CPN-RATE-003``) if ``decision`` refused.
+
+    ``retry_after`` is set to the decision's, in seconds.
+    """
+    if not decision.allowed:
+        raise refusal(decision)
 
 
 @dataclass(frozen=True, slots=True)

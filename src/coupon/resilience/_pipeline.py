@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random as _random
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -105,6 +106,25 @@ class Pipeline:
         )
         budget = None if policy.retry is None else policy.retry.budget
         self.budget = None if budget is None else RetryBudget(budget, clock=clock)
+
+    def without_retry(self) -> Pipeline:
+        """A twin for calls that must not be repeated (a ``POST`` without a key).
+
+        It shares this pipeline's breaker, bulkhead, hooks and timeouts, so its failures
+        count toward the same dependency's state, and it never retries.
+        """
+        twin = Pipeline(
+            dataclasses.replace(self.policy, retry=None),
+            classify=self._classify,
+            clock=self._clock,
+            sleep=self._sleep,
+            wall_clock=self._wall_clock,
+            random=self._random,
+        )
+        twin.hooks = self.hooks
+        twin.breaker = self.breaker
+        twin.bulkhead = self.bulkhead
+        return twin
 
     def _emit(self, event: Event) -> None:
         for hook in self.hooks:

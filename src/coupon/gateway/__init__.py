@@ -1,0 +1,43 @@
+"""``coupon gateway``: the edge reverse proxy driven by a routes file.
+
+Routes to upstreams with per-route coupon requirements, request validation, trace and
+request ids, tenant rate limits, idempotency keys and a resilience pipeline per upstream;
+``/_coupon/check`` serves nginx's ``auth_request``. See ``docs/gateway.md``.
+"""
+
+from ._app import DEFAULT_LIMITS, Edge, Gateway, build_gateway
+from ._check import STATUS_HEADER, CheckEndpoint
+from ._config import (
+    DEFAULT_MAX_BODY,
+    GatewayConfig,
+    GatewayRoute,
+    Upstream,
+    load_config,
+    parse_config,
+)
+from ._metrics import GatewayMetrics
+from ._proxy import IDEMPOTENT_METHODS, Forwarder, UpstreamFailed
+from ._routes import GatewayTable, check_path, route_of, tenant_of
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "DEFAULT_MAX_BODY",
+    "IDEMPOTENT_METHODS",
+    "STATUS_HEADER",
+    "CheckEndpoint",
+    "Edge",
+    "Forwarder",
+    "Gateway",
+    "GatewayConfig",
+    "GatewayMetrics",
+    "GatewayRoute",
+    "GatewayTable",
+    "Upstream",
+    "UpstreamFailed",
+    "build_gateway",
+    "check_path",
+    "load_config",
+    "parse_config",
+    "route_of",
+    "tenant_of",
+]

@@ -1,0 +1,92 @@
+"""Finding a request's route, and refusing paths that could mean two different things.
+
+The gateway forwards the raw path it received, but the route (and so the coupon check) is
+chosen on the decoded path. Any path whose raw and decoded forms could name different
+resources — an encoded ``/`` or ``\\``, a NUL, a dot segment, an empty segment — is refused
+with ``CPN-GW-007`` before any route is looked at: an upstream that decodes differently must
+never see a path the gateway checked as something else.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import unquote
+
+from starlette.routing import compile_path
+
+from coupon import codes
+from coupon._asgi import Scope
+from coupon.errors import GatewayError
+from coupon.token import Verified
+
+from ._config import GatewayRoute
+
+__all__ = ["GatewayTable", "RouteFound", "check_path", "route_of", "tenant_of"]
+
+# %2F, %5C and %00 in any case; these decode into separators or terminators.
+_AMBIGUOUS: Final = re.compile(r"%(?:2[fF]|5[cC]|00)")
+
+
+def check_path(raw_path: str) -> str:
+    """The decoded form of ``raw_path``, if it can only mean one thing.
+
+    Raises:
+        GatewayError: ``CPN-GW-007`` for an ambiguous or malformed path.
+    """
+    if not raw_path.startswith("/") or _AMBIGUOUS.search(raw_path):
+        raise GatewayError(codes.GATEWAY_PATH, "ambiguous request path")
+    path = unquote(raw_path, errors="strict")
+    if "\\" in path or any(ord(c) < 0x21 or ord(c) == 0x7F for c in path):
+        raise GatewayError(codes.GATEWAY_PATH, "control characters or '\\' in the path")
+    segments = path.split("/")[1:]
+    inner = segments[:-1]  # the last may be empty: a trailing slash
+    if any(s in (".", "..") for s in segments) or any(s == "" for s in inner):
+        raise GatewayError(codes.GATEWAY_PATH, "dot or empty segments in the path")
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class RouteFound:
+    """The route a request matched."""
+
+    route: GatewayRoute
+
+
+class GatewayTable:
+    """Every route of the gateway, matched in file order on the decoded path."""
+
+    def __init__(self, routes: Iterable[GatewayRoute]) -> None:
+        self._routes = tuple((route, compile_path(route.path)[0]) for route in routes)
+
+    def match(self, method: str, path: str) -> RouteFound:
+        """The first route for ``method`` and the decoded ``path``.
+
+        Raises:
+            GatewayError: ``CPN-GW-001`` (404) when no route has the path,
+                ``CPN-GW-002`` (405) when routes have it but not the method.
+        """
+        path_known = False
+        for route, regex in self._routes:
+            if regex.match(path) is None:
+                continue
+            if method in route.methods or (method == "HEAD" and "GET" in route.methods):
+                return RouteFound(route)
+            path_known = True
+        if path_known:
+            raise GatewayError(codes.GATEWAY_METHOD, f"{method} is not routed for this path")
+        raise GatewayError(codes.GATEWAY_NO_ROUTE, "no route for this path")
+
+
+def route_of(scope: Scope) -> GatewayRoute:
+    """The route :class:`~coupon.gateway.Edge` matched for this request."""
+    route: GatewayRoute = scope["state"]["gateway_route"]
+    return route
+
+
+def tenant_of(scope: Scope) -> str | None:
+    """The verified coupon's tenant, if the request carries one."""
+    verified = scope.get("state", {}).get("coupon")
+    return verified.claims.tid if isinstance(verified, Verified) else None
