@@ -22,11 +22,18 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(app: Any, sock: socket.socket, *, on_exit: Callable[[], None] | None = None) -> None:
+def serve(
+    app: Any,
+    sock: socket.socket,
+    *,
+    on_exit: Callable[[], None] | None = None,
+    proxy: bool = False,
+) -> None:
     """Serve ``app`` on ``sock`` until SIGINT or SIGTERM.
 
     ``on_exit`` runs in the event loop as soon as a signal arrives, before uvicorn waits for
-    open responses: the place to end long-lived streams.
+    open responses: the place to end long-lived streams. A ``proxy`` passes the upstream's
+    ``Date`` and ``Server`` on instead of adding uvicorn's own.
     """
     import uvicorn
     import uvloop
