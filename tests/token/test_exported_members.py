@@ -10,6 +10,7 @@ import pytest
 
 import coupon
 import coupon.errors
+import coupon.gateway
 import coupon.idempotency
 import coupon.ledger
 import coupon.ledger_service
@@ -25,6 +26,7 @@ MODULES = [
     coupon.token,
     coupon.token.hazmat,
     coupon.errors,
+    coupon.gateway,
     coupon.idempotency,
     coupon.ledger,
     coupon.ledger_service,

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from starlette.routing import compile_path
+
 from coupon.middleware import Requirement
 from coupon.ratelimit import RateLimitConfig, TenantLimits
 from coupon.resilience import PipelinePolicy, from_dict
@@ -238,6 +240,9 @@ def _route(
             purpose=None if purpose is None else _string(f"{where}.purpose", purpose),
             audience=None if audience is None else _string(f"{where}.audience", audience),
         )
+        missing = requirement.parameters - set(compile_path(path)[2])
+        if missing:
+            raise ValueError(f"{where}.resource: the path has no parameter {sorted(missing)[0]!r}")
     types = spec.get("content_types", ["application/json"])
     content_types = frozenset(t.lower() for t in _strings(f"{where}.content_types", types))
     for media in content_types:

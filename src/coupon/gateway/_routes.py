@@ -39,7 +39,7 @@ def check_path(raw_path: str) -> str:
     if not raw_path.startswith("/") or _AMBIGUOUS.search(raw_path):
         raise GatewayError(codes.GATEWAY_PATH, "ambiguous request path")
     path = unquote(raw_path, errors="strict")
-    if "\\" in path or any(ord(c) < 0x21 or ord(c) == 0x7F for c in path):
+    if "\\" in path or any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
         raise GatewayError(codes.GATEWAY_PATH, "control characters or '\\' in the path")
     segments = path.split("/")[1:]
     inner = segments[:-1]  # the last may be empty: a trailing slash
