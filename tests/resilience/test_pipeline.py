@@ -342,3 +342,23 @@ class TestEvents:
         pipeline, clock, events = make()
         await pipeline.call(injector(clock, Slow(0.25, "ok")))
         assert events == [AttemptSucceeded("dep", 1, 0.25)]
+
+
+class TestWithoutRetry:
+    @pytest.mark.asyncio
+    async def test_runs_once_and_shares_the_breaker(self) -> None:
+        """The twin never retries, and its failures open the original's breaker."""
+        pipeline, clock, events = make(breaker=BreakerPolicy(min_throughput=2, failure_ratio=0.5))
+        once = pipeline.without_retry()
+        assert once.breaker is pipeline.breaker
+        assert once.bulkhead is pipeline.bulkhead
+        dep = FaultInjector(then=Respond(503), sleep=clock.sleep)
+        for _ in range(2):
+            with pytest.raises(StatusFault):
+                await once.call(dep)
+        assert dep.calls == 2  # one attempt per call
+        assert pipeline.breaker is not None
+        assert pipeline.breaker.state is BreakerState.OPEN
+        with pytest.raises(CircuitOpen):
+            await pipeline.call(injector(clock))
+        assert any(isinstance(e, AttemptFailed) for e in events)  # hooks are shared too
