@@ -273,9 +273,20 @@ async def revocation_stream(
     authority: AuthorityDep,
     caller: Caller,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    heartbeat: Annotated[
+        float,
+        Query(ge=1, le=60, allow_inf_nan=False, description="Seconds of quiet per heartbeat."),
+    ] = 15.0,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
-    """Server-sent events: the backlog after ``after`` (or ``Last-Event-ID``), then live."""
+    """Server-sent events: the backlog after ``after`` (or ``Last-Event-ID``), then live.
+
+    ``heartbeat`` (seconds, 1 to 60, default 15): after this long without an event the server
+    sends a ``: heartbeat`` comment and pulls its store again, so a lost publish still arrives.
+    A heartbeat thus tells the client it was sent every revocation committed before the quiet
+    interval began (give or take the server's own pull and delivery latency); a client that
+    must stay fresh within N seconds asks for N/3 or less.
+    """
     require_role(caller, "verifier", "issuer", "auditor")
     start = after
     # Only plain ASCII digits: str.isdigit() also accepts "²", which int() refuses.
@@ -287,7 +298,11 @@ async def revocation_stream(
     ):
         start = max(start, int(last_event_id))
     body = sse_stream(
-        authority.rt.store, authority.rt.bus, after=start, closing=authority.rt.closing
+        authority.rt.store,
+        authority.rt.bus,
+        after=start,
+        heartbeat=heartbeat,
+        closing=authority.rt.closing,
     )
     return StreamingResponse(
         body, media_type="text/event-stream", headers={"Cache-Control": "no-store"}

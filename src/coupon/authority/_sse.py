@@ -1,14 +1,17 @@
-"""Revocations as server-sent events: ``GET /v1/revocations/stream`` and its client parser."""
+"""Revocations as server-sent events: ``GET /v1/revocations/stream``.
+
+The client parser lives in :mod:`coupon._sse` (standard library only, so the SDK can use it
+without importing the Authority); it is re-exported here.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import AsyncGenerator, Iterable
-from dataclasses import dataclass
 from typing import Any, Final
 
+from coupon._sse import SseEvent, SseParser, parse_sse
 from coupon.storage.base import RevocationRecord
 
 from ._bus import (
@@ -34,7 +37,6 @@ __all__ = [
 ]
 
 MAX_MESSAGE: Final = 64 * 1024
-_EOL: Final = re.compile(r"\r\n|\r|\n")
 
 
 # -- server-sent events ------------------------------------------------------------------------
@@ -163,71 +165,6 @@ async def _next_item(
     if get in done:
         return get.result()
     return _CLOSED if stop is not None and stop in done else _TIMEOUT
-
-
-@dataclass(frozen=True, slots=True)
-class SseEvent:
-    """One dispatched server-sent event (``id`` is the last event id seen, per WHATWG)."""
-
-    event: str
-    data: str
-    id: str | None = None
-
-
-class SseParser:
-    """An incremental ``text/event-stream`` parser (WHATWG HTML §9.2.6) for clients.
-
-    Feed it decoded chunks as they arrive; it returns the events completed so far. Comment
-    lines are counted in :attr:`comments` (heartbeats) and otherwise ignored.
-    """
-
-    def __init__(self) -> None:
-        self._buffer = ""
-        self._after_cr = False
-        self._data: list[str] = []
-        self._event = ""
-        self._id: str | None = None
-        self.comments = 0
-
-    def feed(self, chunk: str) -> list[SseEvent]:
-        """Parse ``chunk``; return the events it completed."""
-        events: list[SseEvent] = []
-        if not chunk:
-            return events
-        if self._after_cr and chunk[0] == "\n":
-            chunk = chunk[1:]  # the second half of a CRLF split across chunks
-        self._after_cr = False
-        buffer = self._buffer + chunk
-        start = 0
-        for match in _EOL.finditer(buffer):
-            self._line(buffer[start : match.start()], events)
-            start = match.end()
-        self._after_cr = buffer.endswith("\r")
-        self._buffer = buffer[start:]
-        return events
-
-    def _line(self, line: str, events: list[SseEvent]) -> None:
-        if not line:
-            if self._data:
-                events.append(SseEvent(self._event or "message", "\n".join(self._data), self._id))
-            self._data, self._event = [], ""
-            return
-        if line.startswith(":"):
-            self.comments += 1
-            return
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if field == "data":
-            self._data.append(value)
-        elif field == "event":
-            self._event = value
-        elif field == "id" and "\0" not in value:
-            self._id = value
-
-
-def parse_sse(text: str) -> list[SseEvent]:
-    """Parse a whole ``text/event-stream`` body (an unterminated last event is dropped)."""
-    return SseParser().feed(text)
 
 
 def revocation_from_sse(event: SseEvent) -> RevocationRecord:

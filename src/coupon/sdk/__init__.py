@@ -6,14 +6,16 @@
   :class:`coupon.resilience.Pipeline`; errors are typed :class:`~coupon.errors.CouponError`.
 * :class:`CouponSource` — the current coupon, re-issued before it expires (single flight).
 * :class:`LocalVerifier` — verify in-process over :class:`RemoteKeySet` (the Authority's JWKS)
-  and :class:`RevocationSync` (its revocation feed), failing closed when that goes stale.
+  and :class:`RevocationSync` (its revocation stream, with the pull feed as fallback), failing
+  closed when revocations go stale.
 
 See ``docs/sdk.md``.
 """
 
 from ._auth import CouponSupplier, DPoPAuth
 from ._client import AuthorityClient, CouponSource, Issued
-from ._local import LocalVerifier, RemoteKeySet, RevocationSync, SyncedRevocations
+from ._local import LocalVerifier, RemoteKeySet
+from ._revocations import RevocationSync, SyncedRevocations
 
 __all__ = [
     "AuthorityClient",

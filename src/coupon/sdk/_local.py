@@ -1,11 +1,13 @@
-"""Verify coupons inside a service: the Authority's keys and revocations, pulled and cached.
+"""Verify coupons inside a service: the Authority's keys, cached, and its revocations, synced.
 
 * :class:`RemoteKeySet` — the Authority's ``/.well-known/jwks.json``, cached for ``max_age``
   seconds and re-fetched (single flight, at most once per ``min_refresh_interval``) when a
   coupon names an unknown ``kid``.
-* :class:`RevocationSync` — pulls ``GET /v1/revocations?after=`` in a background task into a
-  revocation store the :class:`~coupon.token.Verifier` consults; the store fails closed
-  (``CPN-DEP-001``) once it has not been confirmed current for ``max_staleness`` seconds.
+* :class:`~coupon.sdk.RevocationSync` (in :mod:`._revocations`) — follows the revocation stream
+  ``GET /v1/revocations/stream`` (server-sent events, pushed as they happen) and pulls
+  ``GET /v1/revocations?after=`` whenever the stream does not prove the store current (or
+  only pulls, with ``push=False``); the store fails closed (``CPN-DEP-001``) once it has not
+  been confirmed current for ``max_staleness`` seconds.
 * :class:`LocalVerifier` — both together behind one ``verify(token, request)``.
 
 Key fetch failures: with keys already cached the old keys keep serving (a warning is logged);
@@ -21,7 +23,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import httpx
 
@@ -31,17 +32,16 @@ from coupon.token import (
     AsyncReplayStore,
     KeySet,
     MemoryReplayStore,
-    MemoryRevocations,
     Request,
-    RevocationFacts,
     Verified,
     Verifier,
 )
 
-__all__ = ["LocalVerifier", "RemoteKeySet", "RevocationSync", "SyncedRevocations"]
+from ._revocations import RevocationSync
+
+__all__ = ["LocalVerifier", "RemoteKeySet"]
 
 log = logging.getLogger(__name__)
-_PAGE = 1000
 
 
 class RemoteKeySet:
@@ -126,132 +126,6 @@ class RemoteKeySet:
         self._loaded_at = self._fetched_at
 
 
-class SyncedRevocations:
-    """A ``RevocationChecker`` fed by :class:`RevocationSync`; fails closed when stale.
-
-    Known revocations are reported even when stale (a denial either way). Otherwise, if the
-    store was never confirmed current, or not within ``max_staleness`` seconds (by ``clock``),
-    :meth:`revoked` raises ``DependencyUnavailable`` (``CPN-DEP-001``).
-    """
-
-    def __init__(
-        self, *, max_staleness: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        if not max_staleness > 0:
-            raise ValueError("max_staleness must be positive")
-        self.max_staleness = max_staleness
-        self._clock = clock
-        self._table = MemoryRevocations()
-        self._fresh_at: float | None = None
-        self.cursor = 0
-
-    def apply(self, entries: Iterable[dict[str, Any]]) -> None:
-        """Enforce feed entries (``{seq, kind, value, reason, revoked_at, ...}``)."""
-        for entry in entries:
-            self._table.add(
-                str(entry["kind"]),
-                str(entry["value"]),
-                reason=str(entry.get("reason", "")),
-                revoked_at=int(entry["revoked_at"]),
-            )
-            self.cursor = max(self.cursor, int(entry["seq"]))
-
-    def mark_fresh(self, at: float) -> None:
-        """Record that at ``at`` (by ``clock``) the store held every revocation."""
-        if self._fresh_at is None or at > self._fresh_at:
-            self._fresh_at = at
-
-    def revoked(self, facts: RevocationFacts, *, now: float) -> str | None:
-        """The revocation reason, None if the coupon stands; raises when stale."""
-        reason = self._table.revoked(facts, now=now)
-        if reason is not None:
-            return reason
-        if self._fresh_at is None:
-            raise DependencyUnavailable(
-                codes.UNAVAILABLE_REVOCATION, "revocation state not yet synchronised"
-            )
-        age = self._clock() - self._fresh_at
-        if age > self.max_staleness:
-            raise DependencyUnavailable(
-                codes.UNAVAILABLE_REVOCATION,
-                f"revocation state is {age:.1f}s old (bound {self.max_staleness:g}s)",
-            )
-        return None
-
-
-class RevocationSync:
-    """Pulls the Authority's revocation feed into :attr:`store` in a background task.
-
-    Args:
-        base_url: the Authority's base URL.
-        client: the httpx client the pulls go through.
-        api_key: an API key with role verifier, issuer or auditor.
-        poll_interval: seconds between pulls.
-        max_staleness: seconds without a successful pull after which the store fails closed.
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        client: httpx.AsyncClient,
-        api_key: str,
-        poll_interval: float = 1.0,
-        max_staleness: float = 10.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._url = base_url.rstrip("/") + "/v1/revocations"
-        self._client = client
-        self._api_key = api_key
-        self.poll_interval = poll_interval
-        self._clock = clock
-        self.store = SyncedRevocations(max_staleness=max_staleness, clock=clock)
-        self._task: asyncio.Task[None] | None = None
-
-    async def pull(self) -> None:
-        """Pull every page after the store's cursor, then mark the store fresh."""
-        started = self._clock()
-        while True:
-            response = await self._client.get(
-                self._url,
-                params={"after": self.store.cursor, "limit": _PAGE},
-                headers={"X-API-Key": self._api_key},
-            )
-            response.raise_for_status()
-            body = response.json()
-            entries = body.get("revocations", [])
-            self.store.apply(entries)
-            self.store.cursor = max(self.store.cursor, int(body.get("cursor", 0)))
-            if len(entries) < _PAGE:
-                break
-        self.store.mark_fresh(started)
-
-    async def start(self) -> None:
-        """Pull once (errors are logged), then keep pulling in the background."""
-        if self._task is None:
-            await self._pull_logged()
-            self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        """Stop the background task."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _pull_logged(self) -> None:
-        try:
-            await self.pull()
-        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-            log.warning("revocation pull from %s failed: %s", self._url, exc)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_interval)
-            await self._pull_logged()
-
-
 class LocalVerifier:
     """Verify coupons locally with the Authority's keys and revocation feed.
 
@@ -261,7 +135,8 @@ class LocalVerifier:
         issuers: when given, the root ``iss`` must be one of these.
         client: an httpx client to use (closed by the caller); one is made otherwise.
         max_age, min_refresh_interval: see :class:`RemoteKeySet`.
-        poll_interval, max_staleness: see :class:`RevocationSync`.
+        poll_interval, max_staleness, push: see :class:`RevocationSync`; with ``push`` (the
+            default) revocations arrive over the stream, pulls fill in when it is down.
         replay: a DPoP replay store shared with other processes (Redis); an in-process one
             otherwise.
     """
@@ -277,6 +152,7 @@ class LocalVerifier:
         min_refresh_interval: float = 1.0,
         poll_interval: float = 1.0,
         max_staleness: float = 10.0,
+        push: bool = True,
         replay: AsyncReplayStore | None = None,
     ) -> None:
         base = authority_url.rstrip("/")
@@ -295,6 +171,7 @@ class LocalVerifier:
             api_key=api_key,
             poll_interval=poll_interval,
             max_staleness=max_staleness,
+            push=push,
         )
         self._replay = MemoryReplayStore()  # shared across key rotations
         self._shared_replay = replay
