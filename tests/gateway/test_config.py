@@ -80,6 +80,8 @@ def _broken(change: Any) -> dict[str, Any]:
         (lambda d: d["upstreams"].update({"bad name": {"url": "http://x"}}), "a name is"),
         (lambda d: d["limits"]["default"].update(soft_per_s=500), "soft_per_s"),
         (lambda d: d["limits"].update(replicas=0), "limits.replicas"),
+        (lambda d: d["gateway"].update(replay="shared"), 'gateway.replay must be "local"'),
+        (lambda d: d["gateway"].update(replay="maybe"), "gateway.replay"),
     ],
 )
 def test_mistakes_name_their_key(change: Any, message: str) -> None:

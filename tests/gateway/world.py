@@ -157,10 +157,16 @@ class Hosts(httpx.AsyncBaseTransport):
 class World:
     """The gateway, its stand-in Authority and upstream, and a coupon holder."""
 
-    def __init__(self, config: dict[str, Any] | None = None) -> None:
-        self.authority = Authority()
+    def __init__(
+        self,
+        config: dict[str, Any] | None = None,
+        *,
+        authority: Authority | None = None,
+        holder: SigningKey | None = None,
+    ) -> None:
+        self.authority = authority or Authority()
         self.upstream = Upstream()
-        self.holder = SigningKey.generate()
+        self.holder = holder or SigningKey.generate()
         self.registry = CollectorRegistry()
         hosts = Hosts({"authority.test": self.authority.app(), "orders.test": self.upstream.app()})
         self.gateway: Gateway = build_gateway(

@@ -9,16 +9,13 @@ skip, except under ``CI=true``, where they fail. The outage tests start a privat
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 import redis
-from tests.redis_fixtures import unavailable
+from tests.redis_fixtures import PrivateRedis, free_port
 
 from coupon.errors import RateLimited
 from coupon.observability import RateLimitMetrics
@@ -103,60 +100,6 @@ class TestSharedRedis:
             await limiter.check("a", cost=3)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-class PrivateRedis:
-    """A throwaway ``redis-server`` that a test may kill and restart on the same port."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            unavailable("redis-server is not on PATH")
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 5
-        try:
-            while True:
-                try:
-                    client.ping()
-                    return
-                except (redis.RedisError, OSError):
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.02)
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-
-@pytest.fixture
-def private_redis() -> Iterator[PrivateRedis]:
-    """A private Redis server, killed at the end of the test."""
-    server = PrivateRedis()
-    server.start()
-    yield server
-    server.kill()
-
-
 @pytest.mark.asyncio
 async def test_noscript_falls_back_to_eval(private_redis: PrivateRedis) -> None:
     """After SCRIPT FLUSH the check still works (EVAL), and EVALSHA works again after."""
@@ -229,7 +172,7 @@ async def test_redis_dies_mid_test(private_redis: PrivateRedis) -> None:
 @pytest.mark.asyncio
 async def test_unreachable_from_the_start_never_raises() -> None:
     """A Redis that never answers: every check is decided in-process, none raises."""
-    store = RedisGcra(redis_client(f"redis://127.0.0.1:{_free_port()}/0", timeout=0.05))
+    store = RedisGcra(redis_client(f"redis://127.0.0.1:{free_port()}/0", timeout=0.05))
     limiter = RateLimiter(RateLimitConfig(TenantLimits(1, 1, 2), replicas=2), redis=store)
     try:
         decisions = await asyncio.gather(*(limiter.check("t") for _ in range(3)))

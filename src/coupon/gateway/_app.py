@@ -22,8 +22,8 @@ import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from coupon import codes
-from coupon._asgi import ASGIApp, Receive, Scope, Send, problem, refuse, respond
-from coupon.errors import CouponError, GatewayError, InternalError
+from coupon._asgi import ASGIApp, Receive, Scope, Send, refuse, respond
+from coupon.errors import CouponError, DependencyUnavailable, GatewayError, InternalError
 from coupon.idempotency import IdempotencyGuard, IdempotencyMiddleware, MemoryIdempotencyStore
 from coupon.middleware import CouponDecision, CouponMiddleware
 from coupon.observability import (
@@ -219,7 +219,7 @@ def build_gateway(
         follow_redirects=False,
         trust_env=False,
     )
-    replay: Any = None
+    replay: Any = None  # the verifier's own in-process cache
     redis_gcra = None
     idem_store: Any = MemoryIdempotencyStore()
     if config.redis_url is not None:
@@ -227,11 +227,15 @@ def build_gateway(
         from coupon.idempotency import RedisIdempotencyStore
         from coupon.ratelimit import RedisGcra, redis_client
 
-        replay = RedisReplayStore.from_url(config.redis_url, prefix=config.redis_prefix + "dpop:")
         shared = redis_client(config.redis_url)
         redis_gcra = RedisGcra(shared, prefix=config.redis_prefix)
         idem_store = RedisIdempotencyStore.from_url(config.redis_url, prefix=config.redis_prefix)
-        closers += [replay.close, shared.aclose]
+        closers += [shared.aclose, idem_store.close]
+        if config.replay == "shared":
+            replay = RedisReplayStore.from_url(
+                config.redis_url, prefix=config.redis_prefix + "dpop:"
+            )
+            closers.append(replay.close)
     verifier = LocalVerifier(
         config.authority,
         api_key=api_key,
@@ -306,10 +310,15 @@ async def _healthz(scope: Scope, receive: Receive, send: Send) -> None:
 
 def _readyz(verifier: LocalVerifier) -> Endpoint:
     async def readyz(scope: Scope, receive: Receive, send: Send) -> None:
+        store = verifier.revocations.store
         try:
             await verifier.keys.keyset()
+            if store.staleness() > store.max_staleness:
+                raise DependencyUnavailable(
+                    codes.UNAVAILABLE_REVOCATION, "revocation state is not current"
+                )
         except CouponError as exc:
-            await respond(send, *problem(scope, exc))
+            await refuse(scope, send, exc)
             return
         await respond(send, 200, [(b"content-type", b"text/plain")], b"ready\n")
 

@@ -94,6 +94,7 @@ class GatewayConfig:
     api_key_env: str = "COUPON_GATEWAY_API_KEY"
     redis_url: str | None = None
     redis_prefix: str = "coupon:gw:"
+    replay: str = "local"
     limits: RateLimitConfig | None = None
     max_staleness: float = 10.0
     issuers: tuple[str, ...] | None = None
@@ -132,6 +133,7 @@ def parse_config(data: Mapping[str, Any]) -> GatewayConfig:
             "api_key_env",
             "redis",
             "redis_prefix",
+            "replay",
             "max_body",
             "max_staleness",
             "issuers",
@@ -156,6 +158,9 @@ def parse_config(data: Mapping[str, Any]) -> GatewayConfig:
     if issuers is not None:
         issuers = tuple(_strings("gateway.issuers", issuers))
     redis = gateway.get("redis")
+    replay = gateway.get("replay", "shared" if redis is not None else "local")
+    if replay not in ("shared", "local") or (replay == "shared" and redis is None):
+        raise ValueError('gateway.replay must be "local", or "shared" with gateway.redis set')
     return GatewayConfig(
         audience=audience,
         authority=authority.rstrip("/"),
@@ -167,6 +172,7 @@ def parse_config(data: Mapping[str, Any]) -> GatewayConfig:
         ),
         redis_url=None if redis is None else _string("gateway.redis", redis),
         redis_prefix=_string("gateway.redis_prefix", gateway.get("redis_prefix", "coupon:gw:")),
+        replay=replay,
         limits=_limits(data["limits"]) if "limits" in data else None,
         max_staleness=_float("gateway.max_staleness", gateway.get("max_staleness", 10.0)),
         issuers=issuers,
