@@ -18,6 +18,7 @@ __all__ = [
     "Scope",
     "Send",
     "problem",
+    "read_body",
     "refuse",
     "respond",
 ]
@@ -78,3 +79,26 @@ async def respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], b
 async def refuse(scope: Scope, send: Send, exc: CouponError) -> None:
     """Answer ``exc`` as its problem (see :func:`problem`)."""
     await respond(send, *problem(scope, exc))
+
+
+async def read_body(
+    receive: Receive, limit: int, too_large: Callable[[], CouponError]
+) -> bytes | None:
+    """The whole request body, or ``None`` when the client left before sending it.
+
+    Raises:
+        CouponError: ``too_large()`` as soon as more than ``limit`` bytes arrived.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large()
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)

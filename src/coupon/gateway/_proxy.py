@@ -25,14 +25,14 @@ import httpx
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from coupon import codes
-from coupon._asgi import Receive, Scope, Send
+from coupon._asgi import Receive, Scope, Send, read_body
 from coupon.errors import DeadlineExceeded, GatewayError, ResilienceError, RetriesExhausted
 from coupon.resilience import Pipeline
 from coupon.token import Verified
 
 from ._config import GatewayRoute, Upstream
 
-__all__ = ["IDEMPOTENT_METHODS", "Forwarder", "UpstreamFailed", "read_body"]
+__all__ = ["IDEMPOTENT_METHODS", "Forwarder", "UpstreamFailed"]
 
 #: Methods whose repetition has no further effect (RFC 9110 §9.2.2).
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
@@ -67,27 +67,6 @@ class UpstreamFailed(Exception):
         self.status_code = status  # read by coupon.resilience's classifier
         self.headers = headers
         self.body = body
-
-
-async def read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or ``None`` if the client left first.
-
-    Raises:
-        GatewayError: ``CPN-GW-003`` when the body passes ``limit`` bytes.
-    """
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise GatewayError(codes.GATEWAY_BODY_SIZE, f"the body passes {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +105,13 @@ class Forwarder:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route: GatewayRoute = scope["state"]["gateway_route"]
         target = self._targets[route.upstream]
-        body = await read_body(receive, route.max_body)
+        body = await read_body(
+            receive,
+            route.max_body,
+            lambda: GatewayError(
+                codes.GATEWAY_BODY_SIZE, f"the body passes {route.max_body} bytes"
+            ),
+        )
         if body is None:
             return
         method = str(scope["method"])

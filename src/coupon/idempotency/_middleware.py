@@ -6,7 +6,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from coupon import codes
-from coupon._asgi import PROBLEM_JSON, ASGIApp, Message, Receive, Scope, Send, problem, respond
+from coupon._asgi import (
+    PROBLEM_JSON,
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    problem,
+    read_body,
+    respond,
+)
 from coupon.errors import CouponError, InvalidRequest
 from coupon.observability import get_logger
 
@@ -38,10 +48,6 @@ DEFAULT_REPLAY_HEADERS = (
 MAX_REQUEST_BODY = 1024 * 1024
 
 _log = get_logger("coupon.idempotency")
-
-
-class _Disconnected(Exception):
-    """The client went away while we buffered its body."""
 
 
 class IdempotencyMiddleware:
@@ -84,13 +90,13 @@ class IdempotencyMiddleware:
             await self.app(scope, receive, send)
             return
         try:
-            body = await self._read_body(receive)
+            body = await read_body(receive, self.max_request_body, self._too_large)
+            if body is None:
+                return  # the client left
             route = scope.get("path", "")
             if scope.get("query_string"):
                 route += "?" + scope["query_string"].decode("latin-1")
             begin = await self.guard.begin(tenant, b", ".join(values), scope["method"], route, body)
-        except _Disconnected:
-            return
         except CouponError as exc:
             await respond(send, *problem(scope, exc))
             return
@@ -105,24 +111,11 @@ class IdempotencyMiddleware:
             return
         await self._run(scope, receive, send, begin.token, body)
 
-    async def _read_body(self, receive: Receive) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Disconnected
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_request_body:
-                raise InvalidRequest(
-                    codes.REQUEST_BODY,
-                    f"a request with an Idempotency-Key may carry at most "
-                    f"{self.max_request_body} bytes",
-                )
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
+    def _too_large(self) -> InvalidRequest:
+        return InvalidRequest(
+            codes.REQUEST_BODY,
+            f"a request with an Idempotency-Key may carry at most {self.max_request_body} bytes",
+        )
 
     async def _run(
         self, scope: Scope, receive: Receive, send: Send, token: Token, body: bytes
