@@ -17,7 +17,7 @@ from ._config import (
 )
 from ._metrics import GatewayMetrics
 from ._proxy import IDEMPOTENT_METHODS, Forwarder, UpstreamFailed
-from ._routes import GatewayTable, check_path, route_of, tenant_of
+from ._routes import GatewayTable, check_path, identity_fields, route_of, tenant_of
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -36,6 +36,7 @@ __all__ = [
     "UpstreamFailed",
     "build_gateway",
     "check_path",
+    "identity_fields",
     "load_config",
     "parse_config",
     "route_of",

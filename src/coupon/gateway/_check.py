@@ -25,9 +25,8 @@ from coupon._asgi import ASGIApp, Message, Receive, Scope, Send, refuse, respond
 from coupon.errors import CouponError
 from coupon.middleware import AsyncVerifier, CouponMiddleware, DecisionHook, Requirement
 from coupon.ratelimit import RateLimiter, RateLimitMiddleware
-from coupon.token import Verified
 
-from ._routes import GatewayTable, check_path, route_of, tenant_of
+from ._routes import GatewayTable, check_path, identity_fields, route_of, tenant_of
 
 __all__ = ["STATUS_HEADER", "CheckEndpoint"]
 
@@ -37,16 +36,7 @@ _ORIGINAL: Final = (b"x-original-method", b"x-original-uri")
 
 
 async def _allow(scope: Scope, receive: Receive, send: Send) -> None:
-    headers: list[tuple[bytes, bytes]] = []
-    verified = scope["state"].get("coupon")
-    if isinstance(verified, Verified):
-        claims = verified.claims
-        headers += [
-            (b"x-coupon-subject", claims.sub.encode("latin-1")),
-            (b"x-coupon-tenant", claims.tid.encode("latin-1")),
-            (b"x-coupon-id", claims.jti.encode("latin-1")),
-        ]
-    await respond(send, 204, headers, b"")
+    await respond(send, 204, identity_fields(scope), b"")
 
 
 def _for_nginx(send: Send) -> Send:

@@ -28,9 +28,9 @@ from coupon import codes
 from coupon._asgi import Receive, Scope, Send, read_body
 from coupon.errors import DeadlineExceeded, GatewayError, ResilienceError, RetriesExhausted
 from coupon.resilience import Pipeline
-from coupon.token import Verified
 
 from ._config import GatewayRoute, Upstream
+from ._routes import identity_fields
 
 __all__ = ["IDEMPOTENT_METHODS", "Forwarder", "UpstreamFailed"]
 
@@ -221,15 +221,7 @@ def _forward_headers(scope: Scope, route: GatewayRoute) -> list[tuple[bytes, byt
     _PROPAGATOR.inject(carrier)  # the gateway's current span becomes the upstream's parent
     for field, text in carrier.items():
         out.append((field.encode("latin-1"), text.encode("latin-1")))
-    verified = state.get("coupon")
-    if isinstance(verified, Verified):
-        claims = verified.claims
-        out += [
-            (b"x-coupon-subject", claims.sub.encode("latin-1")),
-            (b"x-coupon-tenant", claims.tid.encode("latin-1")),
-            (b"x-coupon-id", claims.jti.encode("latin-1")),
-        ]
-    return out
+    return out + identity_fields(scope)
 
 
 def _response_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:

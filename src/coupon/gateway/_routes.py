@@ -24,7 +24,14 @@ from coupon.token import Verified
 
 from ._config import GatewayRoute
 
-__all__ = ["GatewayTable", "RouteFound", "check_path", "route_of", "tenant_of"]
+__all__ = [
+    "GatewayTable",
+    "RouteFound",
+    "check_path",
+    "identity_fields",
+    "route_of",
+    "tenant_of",
+]
 
 # %2F, %5C and %00 in any case; these decode into separators or terminators.
 _AMBIGUOUS: Final = re.compile(r"%(?:2[fF]|5[cC]|00)")
@@ -90,3 +97,16 @@ def tenant_of(scope: Scope) -> str | None:
     """The verified coupon's tenant, if the request carries one."""
     verified = scope.get("state", {}).get("coupon")
     return verified.claims.tid if isinstance(verified, Verified) else None
+
+
+def identity_fields(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """``X-Coupon-Subject``, ``-Tenant`` and ``-Id`` of the verified coupon (none without)."""
+    verified = scope.get("state", {}).get("coupon")
+    if not isinstance(verified, Verified):
+        return []
+    claims = verified.claims
+    return [
+        (b"x-coupon-subject", claims.sub.encode("latin-1")),
+        (b"x-coupon-tenant", claims.tid.encode("latin-1")),
+        (b"x-coupon-id", claims.jti.encode("latin-1")),
+    ]
