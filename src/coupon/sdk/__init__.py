@@ -5,6 +5,8 @@
 * :class:`AuthorityClient` — issue, attenuate, verify, revoke, introspect, each through a
   :class:`coupon.resilience.Pipeline`; errors are typed :class:`~coupon.errors.CouponError`.
 * :class:`CouponSource` — the current coupon, re-issued before it expires (single flight).
+* :class:`PurposeBound` — a sub-coupon narrowed offline to one purpose (and resource,
+  actions) for the calls that need only that, as :class:`DPoPAuth`'s coupon.
 * :class:`LocalVerifier` — verify in-process over :class:`RemoteKeySet` (the Authority's JWKS)
   and :class:`RevocationSync` (its revocation stream, with the pull feed as fallback), failing
   closed when revocations go stale.
@@ -15,6 +17,7 @@ See ``docs/sdk.md``.
 from ._auth import CouponSupplier, DPoPAuth
 from ._client import AuthorityClient, CouponSource, Issued
 from ._local import LocalVerifier, RemoteKeySet
+from ._purpose import PurposeBound
 from ._revocations import RevocationSync, SyncedRevocations
 
 __all__ = [
@@ -24,6 +27,7 @@ __all__ = [
     "DPoPAuth",
     "Issued",
     "LocalVerifier",
+    "PurposeBound",
     "RemoteKeySet",
     "RevocationSync",
     "SyncedRevocations",
