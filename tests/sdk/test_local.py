@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
+import structlog
 
 from coupon import codes
 from coupon.errors import CouponRevoked, DependencyUnavailable
@@ -398,7 +398,7 @@ class TestPush:
 
         asyncio.run(main())
 
-    def test_stream_down_falls_back_to_pulls(self, caplog: pytest.LogCaptureFixture) -> None:
+    def test_stream_down_falls_back_to_pulls(self) -> None:
         """A refused stream is retried while pulls keep the store fresh; one warning in all."""
         server = Server()
         server.stream_status = 503
@@ -419,12 +419,12 @@ class TestPush:
                 finally:
                     await sync.stop()
 
-        with caplog.at_level(logging.DEBUG, logger="coupon.sdk._revocations"):
+        with structlog.testing.capture_logs() as logs:
             asyncio.run(main())
-        down = [r for r in caplog.records if "is down" in r.getMessage()]
-        assert [r.levelno for r in down] == [logging.WARNING]
-        assert "HTTP 503" in down[0].getMessage()
-        assert any("still down" in r.getMessage() for r in caplog.records)
+        down = [e for e in logs if e["event"] == "revocation_stream_down"]
+        assert [e["log_level"] for e in down] == ["warning"]
+        assert "HTTP 503" in down[0]["problem"]
+        assert any(e["event"] == "revocation_stream_still_down" for e in logs)
 
     def test_stream_and_pulls_down_fail_closed(self) -> None:
         """When neither the stream nor the pulls answer, the store goes stale and refuses."""

@@ -5,6 +5,8 @@
 * :class:`AuthorityClient` — issue, attenuate, verify, revoke, introspect, each through a
   :class:`coupon.resilience.Pipeline`; errors are typed :class:`~coupon.errors.CouponError`.
 * :class:`CouponSource` — the current coupon, re-issued before it expires (single flight).
+* :func:`propagate_correlation` — an httpx hook carrying ``traceparent`` and ``X-Request-Id``
+  of the request being served onto outgoing calls (the :class:`AuthorityClient` uses it).
 * :class:`PurposeBound` — a sub-coupon narrowed offline to one purpose (and resource,
   actions) for the calls that need only that, as :class:`DPoPAuth`'s coupon.
 * :class:`LocalVerifier` — verify in-process over :class:`RemoteKeySet` (the Authority's JWKS)
@@ -16,6 +18,7 @@ See ``docs/sdk.md``.
 
 from ._auth import CouponSupplier, DPoPAuth
 from ._client import AuthorityClient, CouponSource, Issued
+from ._correlation import correlation_headers, propagate_correlation, propagate_correlation_sync
 from ._local import LocalVerifier, RemoteKeySet
 from ._purpose import PurposeBound
 from ._revocations import RevocationSync, SyncedRevocations
@@ -31,4 +34,7 @@ __all__ = [
     "RemoteKeySet",
     "RevocationSync",
     "SyncedRevocations",
+    "correlation_headers",
+    "propagate_correlation",
+    "propagate_correlation_sync",
 ]

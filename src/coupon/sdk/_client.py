@@ -30,6 +30,7 @@ from coupon.resilience import DEFAULTS, Pipeline
 from coupon.token import SigningKey
 
 from ._auth import DPoPAuth
+from ._correlation import propagate_correlation
 
 __all__ = ["AuthorityClient", "CouponSource", "Issued", "RevocationKind"]
 
@@ -105,7 +106,13 @@ class AuthorityClient:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._owned = client is None
-        self._http = client if client is not None else httpx.AsyncClient(timeout=timeout)
+        self._http = (
+            client
+            if client is not None
+            else httpx.AsyncClient(
+                timeout=timeout, event_hooks={"request": [propagate_correlation]}
+            )
+        )
         self.pipeline = (
             pipeline if pipeline is not None else Pipeline(DEFAULTS["sync-microservice"])
         )

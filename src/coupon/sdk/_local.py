@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -28,6 +27,7 @@ import httpx
 
 from coupon import codes
 from coupon.errors import CouponError, DependencyUnavailable
+from coupon.observability import get_logger
 from coupon.token import (
     AsyncReplayStore,
     KeySet,
@@ -41,7 +41,7 @@ from ._revocations import RevocationSync
 
 __all__ = ["LocalVerifier", "RemoteKeySet"]
 
-log = logging.getLogger(__name__)
+log = get_logger("coupon.sdk")
 
 
 class RemoteKeySet:
@@ -120,7 +120,7 @@ class RemoteKeySet:
                 raise DependencyUnavailable(
                     codes.UNAVAILABLE_SIGNER, "signing keys unavailable"
                 ) from exc
-            log.warning("JWKS fetch from %s failed, keeping cached keys: %s", self.jwks_url, exc)
+            log.warning("jwks_fetch_failed", url=self.jwks_url, error=str(exc), kept_cached=True)
             return
         self._keys = keys
         self._loaded_at = self._fetched_at

@@ -23,7 +23,6 @@ import asyncio
 import codecs
 import contextlib
 import json
-import logging
 import math
 import random
 import time
@@ -35,11 +34,12 @@ import httpx
 from coupon import codes
 from coupon._sse import SseEvent, SseParser
 from coupon.errors import DependencyUnavailable
+from coupon.observability import get_logger
 from coupon.token import MemoryRevocations, RevocationFacts
 
 __all__ = ["RevocationSync", "SyncedRevocations"]
 
-log = logging.getLogger(__name__)
+log = get_logger("coupon.sdk")
 _PAGE: Final = 1000
 #: The heartbeats the Authority accepts, in seconds.
 _MIN_HEARTBEAT: Final = 1.0
@@ -221,7 +221,7 @@ class RevocationSync:
         try:
             await self.pull()
         except _PULL_ERRORS as exc:
-            log.warning("revocation pull from %s failed: %s", self._url, exc)
+            log.warning("revocation_pull_failed", url=self._url, error=str(exc))
 
     async def _poll(self) -> None:
         while True:
@@ -338,21 +338,19 @@ class RevocationSync:
         if not self.streaming:
             self.streaming = True
             self._down_reported = False
-            log.info(
-                "revocation stream from %s is up (heartbeat %gs)", self._stream_url, self.heartbeat
-            )
+            log.info("revocation_stream_up", url=self._stream_url, heartbeat=self.heartbeat)
 
     def _stream_down(self, problem: str) -> None:
         self._heartbeat_at = None
         if self.streaming or not self._down_reported:
             log.warning(
-                "revocation stream from %s is down (%s); pulling every %gs while it is retried",
-                self._stream_url,
-                problem,
-                self.poll_interval,
+                "revocation_stream_down",
+                url=self._stream_url,
+                problem=problem,
+                pulling_every=self.poll_interval,
             )
             self._down_reported = True
             self._wake.set()  # pull now: the last heartbeat vouched for up to 2h ago
         else:
-            log.debug("revocation stream from %s is still down: %s", self._stream_url, problem)
+            log.debug("revocation_stream_still_down", url=self._stream_url, problem=problem)
         self.streaming = False
