@@ -109,3 +109,44 @@ async def test_proof_for_another_uri_is_refused() -> None:
         r = await w.client.get("/_coupon/check", headers=fields)
         assert r.status_code == 401
         assert 'error="invalid_dpop_proof"' in r.headers["www-authenticate"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "status"),
+    [
+        ({"X-Original-Content-Length": "65", "Content-Type": "application/json"}, 413),
+        ({"X-Original-Content-Length": "2", "Content-Type": "text/plain"}, 415),
+        ({"X-Original-Transfer-Encoding": "chunked"}, 415),
+        ({"X-Original-Content-Length": "2", "Content-Type": "application/json"}, 204),
+        ({"X-Original-Content-Length": "", "Content-Type": "text/plain"}, 204),  # no body
+    ],
+)
+async def test_route_body_rules_apply(fields: dict[str, str], status: int) -> None:
+    """nginx sends the client's body fields as X-Original-*: size and media type are checked."""
+    async with World() as w:
+        r = await _check(w, "POST", "/orders/1/refunds", auth=w.auth(), **fields)
+        if status == 204:
+            assert r.status_code == 204, r.text
+        else:
+            assert r.status_code == 403
+            assert r.headers["x-coupon-status"] == str(status)
+
+
+async def test_only_the_allowed_networks_may_ask() -> None:
+    """Anyone else is told there is no such endpoint: the check trusts X-Original-*."""
+    async with World() as w:
+        outside = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=w.gateway, client=("203.0.113.9", 4000)),
+            base_url=EDGE,
+        )
+        async with outside:
+            r = await outside.get(
+                "/_coupon/check",
+                headers={"X-Original-Method": "GET", "X-Original-URI": "/public/a"},
+            )
+        assert r.status_code == 404
+        assert r.json()["code"] == codes.GATEWAY_NO_ROUTE.code
+    config = routes_file()
+    config["gateway"]["check_from"] = ["203.0.113.0/24"]
+    async with World(config) as w:
+        assert (await _check(w, "GET", "/public/a")).status_code == 404  # loopback now outside

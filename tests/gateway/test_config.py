@@ -82,6 +82,7 @@ def _broken(change: Any) -> dict[str, Any]:
         (lambda d: d["limits"].update(replicas=0), "limits.replicas"),
         (lambda d: d["gateway"].update(replay="shared"), 'gateway.replay must be "local"'),
         (lambda d: d["gateway"].update(replay="maybe"), "gateway.replay"),
+        (lambda d: d["gateway"].update(check_from=["10.0.0.300/8"]), "gateway.check_from"),
     ],
 )
 def test_mistakes_name_their_key(change: Any, message: str) -> None:

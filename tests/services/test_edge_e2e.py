@@ -253,11 +253,6 @@ class TestThroughNginx:
         expect(replayed, 401, edge)
         assert 'error="invalid_dpop_proof"' in replayed.headers["www-authenticate"]
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="gateway gap: /_coupon/check does not apply the route's max_body (4096) and "
-        "content_types, which the gateway as the front refuses with 413 and 415",
-    )
     def test_route_body_rules_apply_behind_nginx(
         self, edge: EdgeStack, edge_authority: AuthorityProcess, callers: list[Caller]
     ) -> None:

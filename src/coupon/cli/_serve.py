@@ -33,7 +33,8 @@ def serve(
 
     ``on_exit`` runs in the event loop as soon as a signal arrives, before uvicorn waits for
     open responses: the place to end long-lived streams. A ``proxy`` passes the upstream's
-    ``Date`` and ``Server`` on instead of adding uvicorn's own.
+    ``Date`` and ``Server`` on instead of adding uvicorn's own, and takes the client address
+    from the connection, never from a client's ``X-Forwarded-For``.
     """
     import uvicorn
     import uvloop
@@ -56,6 +57,7 @@ def serve(
             timeout_graceful_shutdown=10,
             server_header=not proxy,
             date_header=not proxy,
+            proxy_headers=not proxy,
         )
     )
 

@@ -9,20 +9,30 @@ from ._app import DEFAULT_LIMITS, Edge, Gateway, build_gateway
 from ._check import STATUS_HEADER, CheckEndpoint
 from ._config import (
     DEFAULT_MAX_BODY,
+    LOOPBACK,
     GatewayConfig,
     GatewayRoute,
+    IPNetwork,
     Upstream,
     load_config,
     parse_config,
 )
 from ._metrics import GatewayMetrics
 from ._proxy import IDEMPOTENT_METHODS, Forwarder, UpstreamFailed
-from ._routes import GatewayTable, check_path, identity_fields, route_of, tenant_of
+from ._routes import (
+    GatewayTable,
+    check_body_rules,
+    check_path,
+    identity_fields,
+    route_of,
+    tenant_of,
+)
 
 __all__ = [
     "DEFAULT_LIMITS",
     "DEFAULT_MAX_BODY",
     "IDEMPOTENT_METHODS",
+    "LOOPBACK",
     "STATUS_HEADER",
     "CheckEndpoint",
     "Edge",
@@ -32,9 +42,11 @@ __all__ = [
     "GatewayMetrics",
     "GatewayRoute",
     "GatewayTable",
+    "IPNetwork",
     "Upstream",
     "UpstreamFailed",
     "build_gateway",
+    "check_body_rules",
     "check_path",
     "identity_fields",
     "load_config",

@@ -42,11 +42,10 @@ from ._check import CheckEndpoint
 from ._config import GatewayConfig, GatewayRoute
 from ._metrics import GatewayMetrics
 from ._proxy import Forwarder
-from ._routes import GatewayTable, check_path, route_of, tenant_of
+from ._routes import GatewayTable, check_body_rules, check_path, route_of, tenant_of
 
 __all__ = ["DEFAULT_LIMITS", "Edge", "Gateway", "build_gateway"]
 
-_BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 #: Limits used when the routes file has no ``[limits]`` table: generous, never unlimited.
 DEFAULT_LIMITS: Final = TenantLimits(soft_per_s=500, hard_per_s=1000, burst=2000, name="default")
 _log = get_logger("coupon.gateway")
@@ -87,32 +86,8 @@ class Edge:
         path = check_path(raw_path if raw_path is not None else str(scope.get("path", "/")))
         method = str(scope.get("method", "GET")).upper()
         route = self.table.match(method, path).route
-        length, media = _body_facts(scope)
-        if length is not None and length > route.max_body:
-            raise GatewayError(codes.GATEWAY_BODY_SIZE, f"the body passes {route.max_body} bytes")
-        has_body = (length or 0) > 0 or _chunked(scope)
-        if method in _BODY_METHODS and has_body and media not in route.content_types:
-            raise GatewayError(codes.GATEWAY_MEDIA, f"{media or 'no media type'} is not accepted")
+        check_body_rules(scope, route)
         return route
-
-
-def _body_facts(scope: Scope) -> tuple[int | None, str]:
-    length: int | None = None
-    media = ""
-    for name, value in scope.get("headers", ()):
-        lower = name.lower()
-        if lower == b"content-length":
-            text = value.decode("latin-1").strip()
-            if not text.isascii() or not text.isdigit() or length is not None:
-                raise GatewayError(codes.REQUEST_BODY, "a malformed or repeated Content-Length")
-            length = int(text)
-        elif lower == b"content-type":
-            media = value.decode("latin-1").split(";", 1)[0].strip().lower()
-    return length, media
-
-
-def _chunked(scope: Scope) -> bool:
-    return any(name.lower() == b"transfer-encoding" for name, _ in scope.get("headers", ()))
 
 
 class _Answered:
@@ -296,6 +271,7 @@ def build_gateway(
             limiter=limiter,
             public_url=config.public_url,
             on_decision=decided,
+            allowed=config.check_from,
         )
     edge = Edge(coupon_layer, table=table, internal=internal)
     app = CorrelationMiddleware(edge, on_response=metrics.response)

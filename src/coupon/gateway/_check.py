@@ -18,21 +18,36 @@ it: bind the gateway to loopback or a private network when it serves nginx.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from typing import Any, Final
 
+from coupon import codes
 from coupon._asgi import ASGIApp, Message, Receive, Scope, Send, refuse, respond
-from coupon.errors import CouponError
+from coupon.errors import CouponError, GatewayError
 from coupon.middleware import AsyncVerifier, CouponMiddleware, DecisionHook, Requirement
 from coupon.ratelimit import RateLimiter, RateLimitMiddleware
 
-from ._routes import GatewayTable, check_path, identity_fields, route_of, tenant_of
+from ._config import LOOPBACK, IPNetwork
+from ._routes import (
+    GatewayTable,
+    check_body_rules,
+    check_path,
+    identity_fields,
+    route_of,
+    tenant_of,
+)
 
 __all__ = ["STATUS_HEADER", "CheckEndpoint"]
 
 #: Carries the real status of a refusal that ``auth_request`` only sees as 403.
 STATUS_HEADER: Final = b"x-coupon-status"
-_ORIGINAL: Final = (b"x-original-method", b"x-original-uri")
+# The client's body fields, which nginx cannot send as themselves on a bodiless subrequest.
+_BODY_FIELDS: Final = {
+    b"x-original-content-length": b"content-length",
+    b"x-original-transfer-encoding": b"transfer-encoding",
+}
+_SUBREQUEST_OWN: Final = frozenset({b"content-length", b"transfer-encoding"})
 
 
 async def _allow(scope: Scope, receive: Receive, send: Send) -> None:
@@ -68,6 +83,8 @@ class CheckEndpoint:
         limiter: the same tenant limiter the gateway uses.
         public_url: the public origin (``htu`` base) of the proxied service.
         on_decision: the coupon decision hook.
+        allowed: the networks nginx asks from; anyone else is told there is no such
+            endpoint (the check trusts ``X-Original-*``, so it must not be a public oracle).
     """
 
     def __init__(
@@ -80,8 +97,10 @@ class CheckEndpoint:
         limiter: RateLimiter,
         public_url: str | None,
         on_decision: DecisionHook | None = None,
+        allowed: Iterable[IPNetwork] = LOOPBACK,
     ) -> None:
         self.table = table
+        self.allowed = tuple(allowed)
         limited: ASGIApp = RateLimitMiddleware(
             _allow, limiter=limiter, tenant_of=tenant_of, key_of=lambda s: route_of(s).rate_key
         )
@@ -95,6 +114,9 @@ class CheckEndpoint:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self._trusted(scope):
+            await refuse(scope, send, GatewayError(codes.GATEWAY_NO_ROUTE, "no such endpoint"))
+            return
         reply = _for_nginx(send)
         try:
             inner = self._original(scope)
@@ -102,6 +124,16 @@ class CheckEndpoint:
             await refuse(scope, reply, exc)
             return
         await self._layers(inner, _no_body, reply)
+
+    def _trusted(self, scope: Scope) -> bool:
+        client = scope.get("client")
+        if not client:
+            return False
+        try:
+            address = ipaddress.ip_address(str(client[0]))
+        except ValueError:
+            return False
+        return any(address in network for network in self.allowed)
 
     def _original(self, scope: Scope) -> Scope:
         """The client's request, as nginx described it."""
@@ -113,14 +145,17 @@ class CheckEndpoint:
                 method = value.decode("latin-1").strip().upper()
             elif lower == b"x-original-uri":
                 uri = value.decode("latin-1").strip()
-            elif lower not in _ORIGINAL:
+            elif lower in _BODY_FIELDS:
+                if value.strip():  # nginx sends an empty value when the client sent none
+                    headers.append((_BODY_FIELDS[lower], value.strip()))
+            elif lower not in _SUBREQUEST_OWN:
                 headers.append((lower, value))
         raw_path, _, query = uri.partition("?")
         path = check_path(raw_path)  # also refuses a missing X-Original-URI
         route = self.table.match(method or "GET", path).route
         state: dict[str, Any] = dict(scope.get("state") or {})
         state["gateway_route"] = route
-        return {
+        original: Scope = {
             "type": "http",
             "asgi": scope.get("asgi", {"version": "3.0"}),
             "http_version": scope.get("http_version", "1.1"),
@@ -135,6 +170,8 @@ class CheckEndpoint:
             "server": scope.get("server"),
             "state": state,
         }
+        check_body_rules(original, route)
+        return original
 
 
 def _forwarded_proto(headers: list[tuple[bytes, bytes]]) -> str | None:

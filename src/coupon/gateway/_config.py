@@ -25,6 +25,7 @@ never live in the file; it names the environment variable that holds them.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
@@ -41,13 +42,21 @@ from coupon.resilience import PipelinePolicy, from_dict
 
 __all__ = [
     "DEFAULT_MAX_BODY",
+    "LOOPBACK",
     "GatewayConfig",
     "GatewayRoute",
+    "IPNetwork",
     "Upstream",
     "load_config",
     "parse_config",
 ]
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: Who may ask ``/_coupon/check`` by default: nginx on the same host.
+LOOPBACK: Final[tuple[IPNetwork, ...]] = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
 #: Largest request body forwarded when neither the route nor the gateway sets one.
 DEFAULT_MAX_BODY: Final = 1024 * 1024
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -99,6 +108,7 @@ class GatewayConfig:
     max_staleness: float = 10.0
     issuers: tuple[str, ...] | None = None
     check_endpoint: bool = True
+    check_from: tuple[IPNetwork, ...] = LOOPBACK
 
 
 def load_config(path: Path) -> GatewayConfig:
@@ -138,6 +148,7 @@ def parse_config(data: Mapping[str, Any]) -> GatewayConfig:
             "max_staleness",
             "issuers",
             "check_endpoint",
+            "check_from",
         },
     )
     audience = _string("gateway.audience", gateway.get("audience"))
@@ -177,6 +188,7 @@ def parse_config(data: Mapping[str, Any]) -> GatewayConfig:
         max_staleness=_float("gateway.max_staleness", gateway.get("max_staleness", 10.0)),
         issuers=issuers,
         check_endpoint=_bool("gateway.check_endpoint", gateway.get("check_endpoint", True)),
+        check_from=_networks("gateway.check_from", gateway.get("check_from")),
     )
 
 
@@ -345,6 +357,15 @@ def _float(where: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise ValueError(f"{where} must be a positive number")
     return float(value)
+
+
+def _networks(where: str, value: Any) -> tuple[IPNetwork, ...]:
+    if value is None:
+        return LOOPBACK
+    try:
+        return tuple(ipaddress.ip_network(v) for v in _strings(where, value))
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
 
 
 def _url(where: str, value: Any) -> str:

@@ -19,7 +19,7 @@ from starlette.routing import compile_path
 
 from coupon import codes
 from coupon._asgi import Scope
-from coupon.errors import GatewayError
+from coupon.errors import GatewayError, InvalidRequest
 from coupon.token import Verified
 
 from ._config import GatewayRoute
@@ -27,12 +27,14 @@ from ._config import GatewayRoute
 __all__ = [
     "GatewayTable",
     "RouteFound",
+    "check_body_rules",
     "check_path",
     "identity_fields",
     "route_of",
     "tenant_of",
 ]
 
+_BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 # %2F, %5C and %00 in any case; these decode into separators or terminators.
 _AMBIGUOUS: Final = re.compile(r"%(?:2[fF]|5[cC]|00)")
 
@@ -110,3 +112,33 @@ def identity_fields(scope: Scope) -> list[tuple[bytes, bytes]]:
         (b"x-coupon-tenant", claims.tid.encode("latin-1")),
         (b"x-coupon-id", claims.jti.encode("latin-1")),
     ]
+
+
+def check_body_rules(scope: Scope, route: GatewayRoute) -> None:
+    """The route's ``max_body`` (by ``Content-Length``) and ``content_types``.
+
+    Raises:
+        GatewayError: ``CPN-GW-003`` (413) for a declared body over the limit,
+            ``CPN-GW-004`` (415) for a body of a media type the route does not take.
+        InvalidRequest: ``CPN-REQ-009`` for a malformed or repeated ``Content-Length``.
+    """
+    length: int | None = None
+    media = ""
+    chunked = False
+    for name, value in scope.get("headers", ()):
+        lower = name.lower()
+        if lower == b"content-length":
+            text = value.decode("latin-1").strip()
+            if not text.isascii() or not text.isdigit() or length is not None:
+                raise InvalidRequest(codes.REQUEST_BODY, "a malformed or repeated Content-Length")
+            length = int(text)
+        elif lower == b"content-type":
+            media = value.decode("latin-1").split(";", 1)[0].strip().lower()
+        elif lower == b"transfer-encoding":
+            chunked = True
+    if length is not None and length > route.max_body:
+        raise GatewayError(codes.GATEWAY_BODY_SIZE, f"the body passes {route.max_body} bytes")
+    has_body = (length or 0) > 0 or chunked
+    method = str(scope.get("method", "GET")).upper()
+    if method in _BODY_METHODS and has_body and media not in route.content_types:
+        raise GatewayError(codes.GATEWAY_MEDIA, f"{media or 'no media type'} is not accepted")
