@@ -248,15 +248,25 @@ def _start_on_free_port(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def start_service(log_dir: Path, *, timeout: float = 30.0) -> tuple[Proc, str]:
-    """The example orders service trusting the edge (no ``--authority``); returns its URL."""
+def start_service(
+    log_dir: Path,
+    *,
+    authority: str | None = None,
+    api_key: str = "",
+    name: str = "service",
+    timeout: float = 30.0,
+) -> tuple[Proc, str]:
+    """The example orders service; returns its URL.
+
+    Without ``authority`` it trusts the edge; with it, it checks coupons itself with the
+    middleware (``api_key`` reads the revocation feed).
+    """
 
     def start(port: int) -> tuple[Proc, str]:
-        proc = Proc(
-            "service",
-            [sys.executable, str(SERVICE), "--host", "127.0.0.1", "--port", str(port)],
-            log_dir=log_dir,
-        ).launch()
+        argv = [sys.executable, str(SERVICE), "--host", "127.0.0.1", "--port", str(port)]
+        if authority is not None:
+            argv += ["--authority", authority]
+        proc = Proc(name, argv, log_dir=log_dir, env={"COUPON_SERVICE_API_KEY": api_key}).launch()
         url = f"http://127.0.0.1:{port}"
         health = _answers(f"{url}/health", ok=lambda status: status == 200)
         proc.wait_for("answer /health with 200", health, timeout=timeout)

@@ -25,7 +25,14 @@ from typing import Any, Final
 
 import httpx
 import pytest
-from tests.services.edge import ROOT, EdgeStack, find_nginx, start_edge, start_nginx
+from tests.services.edge import (
+    ROOT,
+    EdgeStack,
+    find_nginx,
+    start_edge,
+    start_nginx,
+    start_service,
+)
 from tests.services.harness import AuthorityProcess, Holder, Launcher, add_api_key, issue, unique
 
 from coupon.sdk import DPoPAuth
@@ -485,15 +492,40 @@ def run_client(url: str, authority: AuthorityProcess, stack: EdgeStack) -> dict[
     return seen
 
 
+@pytest.fixture(scope="module")
+def protected_service(
+    edge: EdgeStack, edge_authority: AuthorityProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The example service checking coupons itself with the middleware, no edge in front."""
+    key = add_api_key(edge_authority.database_url, ["verifier"])
+    proc, url = start_service(
+        tmp_path_factory.mktemp("protected"),
+        authority=edge_authority.base_url,
+        api_key=key,
+        name="protected-service",
+    )
+    try:
+        yield url
+    finally:
+        proc.terminate()
+
+
 class TestExampleClient:
     """``examples/orders/client.py`` shows allowed, denied, replayed and throttled."""
 
-    @pytest.mark.parametrize("front", ["nginx", "gateway"])
+    @pytest.mark.parametrize("front", ["nginx", "gateway", "middleware"])
     def test_client_json(
-        self, edge: EdgeStack, edge_authority: AuthorityProcess, front: str
+        self,
+        edge: EdgeStack,
+        edge_authority: AuthorityProcess,
+        front: str,
+        request: pytest.FixtureRequest,
     ) -> None:
-        """Each of the four steps sees what the example promises, behind either front."""
-        url = edge.nginx_url if front == "nginx" else edge.gateway_url
+        """Each of the four steps sees what the example promises, behind every front."""
+        if front == "middleware":
+            url = request.getfixturevalue("protected_service")
+        else:
+            url = edge.nginx_url if front == "nginx" else edge.gateway_url
         seen = run_client(url, edge_authority, edge)
         shown = json.dumps(seen, indent=1)
         assert seen["allowed"]["status"] == 200, shown
