@@ -541,3 +541,29 @@ class TestExampleClient:
         assert int(throttled["retry_after"]) >= 1
         assert throttled["ratelimit"].startswith('"tenant";r=0')
         assert throttled["policy"].startswith('"tenant";q=')
+
+
+class TestDemoScript:
+    """``examples/orders/demo.sh``: the README's commands, run as they are written."""
+
+    def test_both_protections_show_the_four_outcomes(
+        self, nginx_bin: str, edge_authority: AuthorityProcess, tmp_path: Path
+    ) -> None:
+        bin_dir = Path(sys.executable).parent
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COUPON_")}
+        env["PATH"] = os.pathsep.join([str(bin_dir), str(Path(nginx_bin).parent), env["PATH"]])
+        done = subprocess.run(
+            ["bash", str(ROOT / "examples" / "orders" / "demo.sh"), edge_authority.base_url,
+             edge_authority.admin_key, str(tmp_path)],
+            env=env, capture_output=True, text=True, timeout=180, check=False, cwd=ROOT,
+        )  # fmt: skip
+        shown = done.stdout + done.stderr
+        assert done.returncode == 0, shown
+        assert "SKIP" not in shown
+        for outcome in (
+            "allowed:   GET /orders/123 -> 200",
+            'denied:    GET /orders/456 -> 403  DPoP error="insufficient_scope"',
+            "(Idempotent-Replayed: True)",
+            "throttled: 429 after",
+        ):
+            assert done.stdout.count(outcome) == 2, shown  # once per protection
