@@ -42,14 +42,21 @@ then ``--duration`` seconds measured, then a pause until every process is idle a
 
 After the measurements (unless ``--no-profile``) the gateway's event-loop thread is profiled
 with cProfile (switched on for the profiled windows only, via ``bench/_server.py``'s launcher)
-on ``gateway_public``, ``gateway_protected`` and ``nginx_auth``; those windows are not part
-of the latency figures.
+on ``gateway_public``, ``gateway_protected`` and ``nginx_auth``; with ``--py-spy PATH`` each of
+those paths is also sampled by py-spy (not a project dependency) in a window of its own.
+Profiled windows are not part of the latency figures. The CPU each process used in every
+measured window comes from ``/proc`` (``cpu_ms_per_request``).
+
+``--experiment`` patches the gateway process at run time (``_GATEWAY_PRELUDE``) to measure a
+suggested change before anyone makes it; the output then says ``PATCHED``.
 
 Usage::
 
     .venv/bin/python bench/gateway.py                 # 100/200/400 req/s, 2 rounds, ~7 min
     .venv/bin/python bench/gateway.py --quick         # a smoke run, < 1 min
     .venv/bin/python bench/gateway.py --rates 200 --paths direct gateway_protected
+    .venv/bin/python bench/gateway.py --rates 300 500 --experiment sniffio --no-profile
+    .venv/bin/python bench/gateway.py --rates 100 --py-spy /path/to/py-spy
 
 One JSON document goes to stdout; progress and a short table go to stderr.
 """
@@ -143,6 +150,23 @@ def log(message: str) -> None:
     print(f"[gateway] {message}", file=sys.stderr, flush=True)
 
 
+def revision() -> dict[str, Any]:
+    """The commit measured, and the files under src/, examples/ and deploy/ that differ from
+    it (other people edit the same checkout: a dirty tree is measured as it is)."""
+
+    def git(*argv: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *argv], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "src", "examples", "deploy").splitlines()
+    return {"commit": git("rev-parse", "--short", "HEAD") or None, "dirty": dirty}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -190,8 +214,52 @@ if "sniffio" in _gw_experiments:
     _sniffio = _types.ModuleType("sniffio")
     _sniffio.current_async_library = lambda: "asyncio"
     _sys.modules["sniffio"] = _sniffio
+if "pool-linear" in _gw_experiments:
+    # httpcore 1.0.9's AsyncConnectionPool._assign_requests_to_connections, which runs on
+    # every request and every response close, counts the pool's connections once per
+    # connection (quadratic in the pool size, which grows with concurrency up to the
+    # gateway's max_keepalive_connections=200). The same method with the count kept as it
+    # goes (closing an idle connection while more than max_keepalive are idle, the documented
+    # meaning); everything else as in 1.0.9, has_expired()'s socket poll included.
+    from httpcore._async import connection_pool as _pool
+    def _assign(self):
+        closing_connections = []
+        idle = sum(1 for c in self._connections if c.is_idle())
+        for connection in list(self._connections):
+            if connection.is_closed():
+                self._connections.remove(connection)
+            elif connection.has_expired():
+                idle -= int(connection.is_idle())
+                self._connections.remove(connection)
+                closing_connections.append(connection)
+            elif connection.is_idle() and idle > self._max_keepalive_connections:
+                idle -= 1
+                self._connections.remove(connection)
+                closing_connections.append(connection)
+        queued_requests = [request for request in self._requests if request.is_queued()]
+        for pool_request in queued_requests:
+            origin = pool_request.request.url.origin
+            available_connections = [
+                c for c in self._connections if c.can_handle_request(origin) and c.is_available()
+            ]
+            idle_connections = [c for c in self._connections if c.is_idle()]
+            if available_connections:
+                pool_request.assign_to_connection(available_connections[0])
+            elif len(self._connections) < self._max_connections:
+                connection = self.create_connection(origin)
+                self._connections.append(connection)
+                pool_request.assign_to_connection(connection)
+            elif idle_connections:
+                connection = idle_connections[0]
+                self._connections.remove(connection)
+                closing_connections.append(connection)
+                connection = self.create_connection(origin)
+                self._connections.append(connection)
+                pool_request.assign_to_connection(connection)
+        return closing_connections
+    _pool.AsyncConnectionPool._assign_requests_to_connections = _assign
 """
-GATEWAY_EXPERIMENTS = ("sniffio",)
+GATEWAY_EXPERIMENTS = ("sniffio", "pool-linear")
 
 
 def render_routes(template: str, *, authority: str, upstream: str) -> str:
@@ -547,6 +615,7 @@ class Step:
 
     runs: list[RunResult] = field(default_factory=list)
     cpu: Counter[str] = field(default_factory=Counter)
+    gateway_cpu_rounds: list[float] = field(default_factory=list)  # ms per request
 
 
 async def settle(stack: Stack, *, idle: float = 0.1, limit: float = 30.0) -> None:
@@ -569,10 +638,16 @@ async def run_step(
     rate: int,
     args: argparse.Namespace,
     *,
-    profile: bool = False,
+    profile: str = "",
+    samples: Path | None = None,
 ) -> tuple[RunResult, dict[str, float]]:
-    """Warm up, then measure ``path`` at ``rate``; returns the run and CPU s per process."""
+    """Warm up, then measure ``path`` at ``rate``; returns the run and CPU s per process.
+
+    ``profile``: ``"cprofile"`` switches the gateway's cProfile on for the measured window;
+    ``"py-spy"`` samples the gateway with ``--py-spy`` into ``samples`` meanwhile.
+    """
     assert stack.authority is not None
+    assert stack.gateway is not None
     duration: float = args.profile_duration if profile else args.duration
     warm_n = round(rate * args.warmup)
     n = round(rate * duration)
@@ -609,13 +684,44 @@ async def run_step(
         bad = {label: c for label, c in warm.outcomes.items() if label != "ok"}
         if bad:
             log(f"  warm-up not all ok: {bad}")
-    if profile:
+    sampler: subprocess.Popen[bytes] | None = None
+    if profile == "cprofile":
         _profile_signal(stack, PROFILE_START)
+    elif profile == "py-spy":
+        assert samples is not None
+        sampler = subprocess.Popen(
+            [
+                args.py_spy,
+                "record",
+                "--pid",
+                str(stack.gateway.pid),
+                "--duration",
+                str(math.ceil(duration)),
+                "--rate",
+                "1000",
+                "--full-filenames",
+                "--nonblocking",  # read the process's memory without pausing it
+                "--format",
+                "raw",
+                "--output",
+                str(samples),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        await asyncio.sleep(0.3)  # let it attach
     cpu0 = stack.cpu()
     result = await run_open_loop(
         duration=duration, make_request=lambda i: prebuilt[(warm_n + i) % size], **common
     )
     cpu1 = stack.cpu()
+    if sampler is not None:
+        try:
+            await asyncio.to_thread(sampler.wait, 30)
+        except subprocess.TimeoutExpired:
+            sampler.kill()
+            sampler.wait(5)
     return result, {k: cpu1[k] - cpu0[k] for k in cpu1}
 
 
@@ -669,6 +775,7 @@ def summarize(step: Step) -> dict[str, Any]:
         ),
         "client_cpu_util_max": max(s["client_cpu_util"] for s in per_round),
     }
+    out["rounds_gateway_cpu_ms_per_request"] = step.gateway_cpu_rounds
     out["cpu_ms_per_request"] = {
         name: round(seconds / max(answered, 1) * 1000, 3)
         for name, seconds in sorted(step.cpu.items())
@@ -724,7 +831,8 @@ def targets(results: dict[str, dict[str, dict[str, Any]]], extra: dict[str, Any]
 
 # Where the gateway's event-loop thread spends its own time, by the file of each function.
 _COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("event loop (uvloop: epoll wait, socket I/O in C)", ("uvloop",)),
+    # cProfile: uvloop's run call; py-spy: C time under the last Python frame, Runner.run.
+    ("event loop (uvloop: epoll wait, socket I/O in C)", ("uvloop", "asyncio/runners.py")),
     ("HTTP server (uvicorn, httptools)", ("uvicorn/", "httptools")),
     ("HTTP client to upstream (httpx, httpcore, h11, anyio)", ("httpx/", "httpcore/", "h11/")),
     ("anyio / sniffio", ("anyio/", "sniffio/")),
@@ -803,6 +911,79 @@ def profile_digest(path: Path, requests: int, cpu_s: float, top: int) -> dict[st
     }
 
 
+_FRAME = re.compile(r"^(?P<name>.+) \((?P<file>[^()]+?)(?::\d+)?\)$")
+#: Frames whose inclusive share of the samples is reported: (label, file suffix, function).
+_FRAMES_OF_INTEREST: tuple[tuple[str, str, str], ...] = (
+    ("forwarding: httpx AsyncClient.send", "httpx/_client.py", "send"),
+    (
+        "  of which httpcore pool assignment",
+        "connection_pool.py",
+        "_assign_requests_to_connections",
+    ),
+    ("  of which failed imports (importlib)", "_bootstrap>", "_find_and_load"),
+    ("coupon verification: LocalVerifier.verify", "coupon/sdk/_local.py", "verify"),
+    ("  of which the DPoP proof", "coupon/token/_dpop.py", "verify_dpop_proof"),
+    ("tenant limit: RateLimitMiddleware", "coupon/ratelimit/_middleware.py", "__call__"),
+    ("tracing: opentelemetry (anywhere)", "opentelemetry/", ""),
+    ("HTTP server: uvicorn httptools protocol", "httptools_impl.py", ""),
+)
+
+
+def pyspy_digest(path: Path, top: int) -> dict[str, Any]:
+    """py-spy's collapsed stacks (``--format raw``): shares of the busy samples (py-spy
+    leaves idle ones out) by the component of the innermost frame, the inclusive share of a
+    few frames, and the top innermost functions. Sampling does not slow small calls down
+    the way cProfile does, so these shares are the closer ones. Inclusive shares count a
+    frame only on the stack of the task it runs in: work a coroutine hands to another task
+    (the resilience pipeline runs each attempt in its own) is not under it; and a sample read
+    without pausing the process (``--nonblocking``) may hold a truncated stack."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    total = 0
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {"error": f"py-spy wrote no samples to {path}"}
+    for line in lines:
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        frames = []
+        for text in stack.split(";"):
+            match = _FRAME.match(text)
+            if match is not None:
+                frames.append((match.group("file"), match.group("name")))
+        if not frames:
+            continue
+        n = int(count)
+        total += n
+        file, name = frames[-1]
+        short = file.split("site-packages/")[-1].split("/src/")[-1]
+        leaves[f"{short}({name})"] += n
+        own[_component(file, name)] += n
+        for label, suffix, function in _FRAMES_OF_INTEREST:
+            if any(
+                suffix in f and (not function or nm == function or nm.endswith("." + function))
+                for f, nm in frames
+            ):
+                inclusive[label] += n
+    if not total:
+        return {"error": "no samples"}
+    return {
+        "samples": total,
+        "by_component_innermost": [
+            {"component": c, "share": round(n / total, 3)} for c, n in own.most_common()
+        ],
+        "inclusive_share": {
+            label: round(inclusive[label] / total, 3) for label, _, _ in _FRAMES_OF_INTEREST
+        },
+        "top_innermost": [
+            {"function": f, "share": round(n / total, 4)} for f, n in leaves.most_common(top)
+        ],
+    }
+
+
 # -- the run ------------------------------------------------------------------------------------
 
 
@@ -840,6 +1021,7 @@ def human_table(doc: dict[str, Any]) -> str:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     load_at_start = os.getloadavg()
+    rev = revision()
     paths: list[str] = args.paths
     with_nginx = any(p.startswith("nginx") for p in paths)
     stack = Stack(Path(tempfile.mkdtemp(prefix="coupon-bench-gw-")))
@@ -866,6 +1048,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     step = steps.setdefault((path, rate), Step())
                     step.runs.append(result)
                     step.cpu.update(cpu)
+                    step.gateway_cpu_rounds.append(
+                        round(cpu.get("gateway", 0.0) / max(result.answered, 1) * 1000, 3)
+                    )
                     s = result.summary()
                     log(
                         "  achieved {achieved_rps}/s p50 {p50_ms} p99 {p99_ms} p99.9 {p999_ms} "
@@ -880,7 +1065,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             for path in [p for p in args.profile_paths if p in paths]:
                 log(f"profiling the gateway: {path} at {args.profile_rate} req/s")
                 result, cpu = await run_step(
-                    stack, clients, issuer_key, path, args.profile_rate, args, profile=True
+                    stack, clients, issuer_key, path, args.profile_rate, args, profile="cprofile"
                 )
                 prof = _profile_stop(stack, work / f"{path}.prof")
                 s = result.summary()
@@ -892,11 +1077,32 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     },
                     **profile_digest(prof, max(result.answered, 1), cpu["gateway"], args.top),
                 }
+                await settle(stack)
+                if args.py_spy:
+                    log(f"sampling the gateway with py-spy: {path} at {args.profile_rate} req/s")
+                    raw = work / f"{path}.py-spy.txt"
+                    result, cpu = await run_step(
+                        stack,
+                        clients,
+                        issuer_key,
+                        path,
+                        args.profile_rate,
+                        args,
+                        profile="py-spy",
+                        samples=raw,
+                    )
+                    profiles[path]["py_spy"] = {
+                        "gateway_cpu_us_per_request": round(
+                            cpu["gateway"] / max(result.answered, 1) * 1e6, 1
+                        ),
+                        **pyspy_digest(raw, args.top),
+                    }
+                    await settle(stack)
                 if args.keep_profiles:
                     kept = Path(args.keep_profiles)
                     kept.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(prof, kept / prof.name)
-                await settle(stack)
+                    for made in work.glob(f"{path}.*"):
+                        shutil.copy(made, kept / made.name)
         nginx_source = stack.nginx_conf_source
         nginx_changes = stack.nginx_changes
     finally:
@@ -909,6 +1115,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         else f"PATCHED at run time for an A/B experiment: {', '.join(args.experiment)}",
         "command": " ".join(["python", *sys.argv]),
         "machine": machine_info(load_at_start),
+        "revision_at_start": rev,
         "config": {
             "rates": args.rates,
             "rounds": args.rounds,
@@ -955,6 +1162,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile-duration", type=float, default=5.0)
     parser.add_argument("--top", type=int, default=25, help="functions in each profile table")
     parser.add_argument("--keep-profiles", metavar="DIR", help="copy the .prof files here")
+    parser.add_argument(
+        "--py-spy",
+        metavar="PATH",
+        help="also sample each profiled path with this py-spy binary (not a project "
+        "dependency), in a window of its own",
+    )
     parser.add_argument(
         "--nginx-conf",
         choices=("shipped", "minimal"),
