@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from coupon import codes
 from coupon.errors import AuthenticationFailed, Forbidden
@@ -25,6 +25,7 @@ __all__ = [
     "ROLES",
     "ApiKeyAuthenticator",
     "Authenticator",
+    "CallerContext",
     "Principal",
     "api_key_record",
     "authenticate",
@@ -56,10 +57,36 @@ class Principal:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class CallerContext:
+    """What an authenticator may look at: the request's fields and its connection.
+
+    Attributes:
+        headers: the request's header fields (case-insensitive mapping).
+        peer: the address of the connection's other end (a proxy, when there is one).
+        client_cert_chain: the client certificate chain the TLS handshake verified, PEM,
+            leaf first (the ASGI TLS extension's ``client_cert_chain``); empty without mTLS.
+    """
+
+    headers: Mapping[str, str]
+    peer: str | None = None
+    client_cert_chain: tuple[str, ...] = ()
+
+    @classmethod
+    def from_scope(cls, scope: Mapping[str, Any], headers: Mapping[str, str]) -> CallerContext:
+        """The context of an ASGI HTTP request."""
+        client = scope.get("client")
+        tls = (scope.get("extensions") or {}).get("tls") or {}
+        chain = tuple(str(pem) for pem in tls.get("client_cert_chain") or ())
+        return cls(
+            headers=headers, peer=str(client[0]) if client else None, client_cert_chain=chain
+        )
+
+
 class Authenticator(Protocol):
     """One authentication scheme."""
 
-    async def authenticate(self, headers: Mapping[str, str]) -> Principal | None: ...
+    async def authenticate(self, caller: CallerContext) -> Principal | None: ...
 
 
 class ApiKeyStore(Protocol):
@@ -129,8 +156,8 @@ class ApiKeyAuthenticator:
             self._cache[key_id] = (now + self._ttl, record)
         return record
 
-    async def authenticate(self, headers: Mapping[str, str]) -> Principal | None:
-        given = headers.get(API_KEY_HEADER)
+    async def authenticate(self, caller: CallerContext) -> Principal | None:
+        given = caller.headers.get(API_KEY_HEADER)
         if given is None:
             return None
         match = _API_KEY.fullmatch(given)
@@ -151,12 +178,10 @@ class ApiKeyAuthenticator:
         )
 
 
-async def authenticate(
-    authenticators: Sequence[Authenticator], headers: Mapping[str, str]
-) -> Principal:
+async def authenticate(authenticators: Sequence[Authenticator], caller: CallerContext) -> Principal:
     """Run the schemes in order; the first that recognises the request decides."""
     for authenticator in authenticators:
-        principal = await authenticator.authenticate(headers)
+        principal = await authenticator.authenticate(caller)
         if principal is not None:
             return principal
     raise AuthenticationFailed(codes.AUTH_MISSING, "no credentials (send X-API-Key)")

@@ -16,7 +16,7 @@ from coupon.errors import CouponError, InvalidProof, InvalidRequest
 from coupon.token import Binding
 from coupon.token import Request as VerifyRequestSpec
 
-from ._auth import Principal, authenticate, require_role
+from ._auth import CallerContext, Principal, authenticate, require_role
 from ._models import (
     AttenuateRequest,
     BindingModel,
@@ -60,7 +60,8 @@ async def _caller(
     # The scheme above only documents X-API-Key in the OpenAPI document; the authenticators
     # (a plug-in list) read the headers themselves.
     authority: Authority = request.app.state.authority
-    return await authenticate(authority.rt.authenticators, request.headers)
+    caller = CallerContext.from_scope(request.scope, request.headers)
+    return await authenticate(authority.rt.authenticators, caller)
 
 
 AuthorityDep = Annotated[Authority, Depends(_authority)]

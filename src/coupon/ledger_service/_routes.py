@@ -19,7 +19,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from coupon import codes
-from coupon.authority._auth import Principal, authenticate, require_role
+from coupon.authority._auth import CallerContext, Principal, authenticate, require_role
 from coupon.errors import CouponError, InvalidRequest, MalformedLogData, NotFound
 from coupon.ledger import ENTRIES, HASH_SIZE, parse_tile_path
 from coupon.storage.ledger_sql import CheckpointRow, EntryRow, SearchFilter
@@ -40,7 +40,8 @@ async def _ledger(request: Request) -> Ledger:
 
 
 async def _caller(request: Request) -> Principal:
-    return await authenticate(request.app.state.authority.rt.authenticators, request.headers)
+    caller = CallerContext.from_scope(request.scope, request.headers)
+    return await authenticate(request.app.state.authority.rt.authenticators, caller)
 
 
 LedgerDep = Annotated[Ledger, Depends(_ledger)]
