@@ -237,5 +237,42 @@ GATEWAY_UPSTREAM = _c("CPN-GW-005", "upstream unreachable", _GW, 502, _UNAVAILAB
 GATEWAY_TIMEOUT = _c("CPN-GW-006", "upstream timed out", _GW, 504, _UNAVAILABLE)
 GATEWAY_PATH = _c("CPN-GW-007", "ambiguous request path", _GW, 400, _REQ)
 
+# --- legacy bearer JWTs during the dual-auth migration (docs/migration.md) ----------------------
+LEGACY_OFF = _c(
+    "CPN-LEG-001", "legacy tokens are off for this audience", "InvalidCoupon", 401, _TOKEN
+)
+LEGACY_MALFORMED = _c("CPN-LEG-002", "malformed legacy token", "MalformedCoupon", 401, _TOKEN)
+LEGACY_ISSUER = _c("CPN-LEG-003", "legacy issuer not configured", "InvalidCoupon", 401, _TOKEN)
+LEGACY_ALG = _c("CPN-LEG-004", "legacy algorithm not allowed", "InvalidCoupon", 401, _TOKEN)
+LEGACY_SIGNATURE = _c(
+    "CPN-LEG-005", "legacy signature or key does not verify", "InvalidSignature", 401, _TOKEN
+)
+LEGACY_TIME = _c(
+    "CPN-LEG-006", "legacy token expired or not yet valid", "InvalidCoupon", 401, _TOKEN
+)
+LEGACY_AUDIENCE = _c("CPN-LEG-007", "legacy audience mismatch", "InvalidCoupon", 401, _TOKEN)
+LEGACY_SCOPE = _c(
+    "CPN-LEG-008", "legacy scopes do not grant the request", "InsufficientScope", 403, _SCOPE
+)
+LEGACY_KEYS = _c(
+    "CPN-LEG-009",
+    "legacy issuer keys unavailable",
+    "DependencyUnavailable",
+    503,
+    "temporarily_unavailable",
+)
+
+# --- end-user sessions with refresh-token rotation (docs/sessions.md) ---------------------------
+_GRANT = "invalid_grant"
+SESSION_TOKEN = _c("CPN-SESS-001", "unknown refresh token", "AuthenticationFailed", 401, _GRANT)
+SESSION_REUSED = _c(
+    "CPN-SESS-002", "refresh token reused: session revoked", "AuthenticationFailed", 401, _GRANT
+)
+SESSION_REVOKED = _c("CPN-SESS-003", "session revoked", "AuthenticationFailed", 401, _GRANT)
+SESSION_EXPIRED = _c("CPN-SESS-004", "session expired", "AuthenticationFailed", 401, _GRANT)
+SESSION_DEVICE = _c(
+    "CPN-SESS-005", "proof key is not the session's device key", "InvalidProof", 401, _PROOF
+)
+
 # --- internal ----------------------------------------------------------------------------------
 INTERNAL = _c("CPN-INT-001", "internal error", "InternalError", 500, "server_error")
