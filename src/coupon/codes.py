@@ -153,6 +153,37 @@ AUTH_INVALID = _c("CPN-AUTH-002", "invalid credentials", "AuthenticationFailed",
 AUTH_FORBIDDEN = _c("CPN-AUTH-003", "caller lacks the role", "Forbidden", 403, _SCOPE)
 AUTH_TENANT = _c("CPN-AUTH-004", "caller may not act for this tenant", "Forbidden", 403, _SCOPE)
 
+# --- OpenID Connect callers of the Authority (Authorization: Bearer <JWT>) ----------------------
+_OIDC = "AuthenticationFailed"
+OIDC_MALFORMED = _c("CPN-OIDC-001", "malformed bearer token", _OIDC, 401, _TOKEN)
+OIDC_ISSUER = _c("CPN-OIDC-002", "token issuer not configured", _OIDC, 401, _TOKEN)
+OIDC_ALG = _c("CPN-OIDC-003", "token algorithm not allowed", _OIDC, 401, _TOKEN)
+OIDC_KID = _c("CPN-OIDC-004", "token signing key unknown", _OIDC, 401, _TOKEN)
+OIDC_SIGNATURE = _c("CPN-OIDC-005", "token signature does not verify", _OIDC, 401, _TOKEN)
+OIDC_EXPIRED = _c("CPN-OIDC-006", "token has expired", _OIDC, 401, _TOKEN)
+OIDC_NOT_YET = _c("CPN-OIDC-007", "token not yet valid", _OIDC, 401, _TOKEN)
+OIDC_TOO_OLD = _c("CPN-OIDC-008", "token older than the maximum age", _OIDC, 401, _TOKEN)
+OIDC_AUDIENCE = _c("CPN-OIDC-009", "token audience mismatch", _OIDC, 401, _TOKEN)
+OIDC_CLAIM = _c("CPN-OIDC-010", "token claim missing or malformed", _OIDC, 401, _TOKEN)
+OIDC_TYPE = _c("CPN-OIDC-011", "token type not accepted", _OIDC, 401, _TOKEN)
+OIDC_SUBJECT = _c(
+    "CPN-OIDC-012", "caller may only issue for its own subject", "Forbidden", 403, _SCOPE
+)
+OIDC_UNAVAILABLE = _c(
+    "CPN-OIDC-013",
+    "identity provider unavailable",
+    "DependencyUnavailable",
+    503,
+    "temporarily_unavailable",
+)
+OIDC_METADATA = _c(
+    "CPN-OIDC-014",
+    "identity provider metadata invalid",
+    "DependencyUnavailable",
+    503,
+    "temporarily_unavailable",
+)
+
 # --- policy ------------------------------------------------------------------------------------
 POLICY_DENIED = _c("CPN-POL-001", "denied by policy", "PolicyDenied", 403, "access_denied")
 POLICY_FAILED = _c(
