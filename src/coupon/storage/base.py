@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from ._session_records import RefreshTokenRecord, SessionRecord, SessionStore
+
 __all__ = [
     "ApiKeyRecord",
     "AuditRecord",
@@ -19,8 +21,11 @@ __all__ = [
     "KeyState",
     "PolicyActivation",
     "PolicyRecord",
+    "RefreshTokenRecord",
     "RevocationKind",
     "RevocationRecord",
+    "SessionRecord",
+    "SessionStore",
     "Store",
 ]
 
@@ -125,8 +130,9 @@ class ApiKeyRecord:
     disabled: bool = False
 
 
-class Store(Protocol):
-    """Everything the Authority persists. All methods are coroutines."""
+class Store(SessionStore, Protocol):
+    """Everything the Authority persists (sessions: :class:`SessionStore`). All methods are
+    coroutines."""
 
     async def migrate(self) -> None:
         """Bring the schema to the newest migration (safe to run from many processes)."""

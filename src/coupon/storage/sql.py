@@ -24,6 +24,7 @@ from coupon import codes
 from coupon.errors import Conflict, StorageError
 
 from . import _schema as t
+from ._session_sql import SessionSqlMixin
 from .base import (
     ApiKeyRecord,
     AuditRecord,
@@ -61,8 +62,8 @@ async def _mapped(what: str) -> AsyncIterator[None]:
         raise StorageError(codes.UNAVAILABLE_STORAGE, f"{what}: {type(exc).__name__}") from exc
 
 
-class SqlStore:
-    """The Authority's state in a SQL database."""
+class SqlStore(SessionSqlMixin):
+    """The Authority's state in a SQL database (sessions: :class:`SessionSqlMixin`)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
