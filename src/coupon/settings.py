@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -17,6 +18,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from coupon._settings_migration import LegacyIssuer
 
 __all__ = ["Settings"]
 
@@ -93,6 +96,25 @@ class Settings(BaseSettings):
     )
     replay_limit_per_subject: int = Field(
         1000, gt=0, description="Verifications per subject per second before shedding load."
+    )
+
+    # -- dual-auth migration and end-user sessions (docs/migration.md, docs/sessions.md) ----------
+    legacy_issuers: list[LegacyIssuer] = Field(
+        default_factory=list, description="Legacy JWT issuers accepted during the migration."
+    )
+    legacy_audiences: dict[str, Literal["migrating", "off"]] = Field(
+        default_factory=dict,
+        description='Audience -> "migrating" (legacy JWTs accepted) or "off"; unlisted = off.',
+    )
+    session_max_per_user: int = Field(
+        3, ge=1, le=100, description="Active sessions per user; a new one evicts the oldest."
+    )
+    session_access_ttl: int = Field(300, gt=0, description="Lifetime of session coupons (s).")
+    session_idle_timeout: int = Field(
+        7 * 86_400, gt=0, description="A session unused this long expires (s)."
+    )
+    session_lifetime: int = Field(
+        30 * 86_400, gt=0, description="A session expires this long after it started (s)."
     )
 
     # -- the Ledger --------------------------------------------------------------------------------

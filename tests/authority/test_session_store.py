@@ -148,7 +148,7 @@ class TestCreateSession:
         other = _session(created_at=NOW)
         assert await _start(store, other) == []
         fourth = _session(user, created_at=NOW + 10)
-        digest, token = _token(fourth)
+        _digest, token = _token(fourth)
         seen: list[list[str]] = []
         stored = await store.create_session(
             fourth,

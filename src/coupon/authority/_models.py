@@ -90,9 +90,17 @@ class CouponResponse(BaseModel):
 
 
 class VerifyRequest(_Strict):
-    """Verify a coupon (or offline chain) for one request."""
+    """Verify a coupon (or offline chain) for one request; or, during the dual-auth migration,
+    a legacy bearer JWT (``legacy_token`` instead of ``coupon``, see docs/migration.md)."""
 
-    coupon: Text = Field(min_length=1, max_length=16_384)
+    coupon: Text | None = Field(None, min_length=1, max_length=16_384)
+    legacy_token: Text | None = Field(
+        None,
+        min_length=1,
+        max_length=8192,
+        description="A legacy bearer JWT instead of a coupon: accepted only for audiences "
+        "whose legacy mode is migrating; a bearer token, so dpop/htm/htu are not used.",
+    )
     audience: Text = Field(min_length=1, max_length=256)
     resource: Text | None = Field(None, max_length=1024)
     action: Text | None = Field(None, max_length=64)
@@ -105,11 +113,20 @@ class VerifyRequest(_Strict):
         None, pattern=r"^[A-Za-z0-9_-]{43}$", description="x5t#S256 of the client certificate."
     )
 
+    @model_validator(mode="after")
+    def _one_token(self) -> VerifyRequest:
+        if (self.coupon is None) == (self.legacy_token is None):
+            raise ValueError("send exactly one of coupon and legacy_token")
+        return self
+
 
 class VerifyResponse(BaseModel):
     """The decision: allow, or the stable code and reason of the denial."""
 
     allow: bool
+    legacy: bool = Field(
+        False, description="True when the token was a legacy JWT (claims are coupon-equivalent)."
+    )
     code: str | None = None
     title: str | None = None
     reason: str | None = None

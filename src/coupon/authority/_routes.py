@@ -17,6 +17,7 @@ from coupon.token import Binding
 from coupon.token import Request as VerifyRequestSpec
 
 from ._auth import CallerContext, Principal, authenticate, require_role
+from ._legacy_routes import legacy_decision
 from ._models import (
     AttenuateRequest,
     BindingModel,
@@ -152,7 +153,12 @@ async def verify(body: VerifyRequest, authority: AuthorityDep, caller: Caller, c
     """Verify a coupon for one request (roles: verifier, issuer, admin).
 
     A denial is an answer, not an error: ``allow`` is false and ``code``/``reason`` say why.
+    With ``legacy_token`` instead of ``coupon`` (dual-auth migration, docs/migration.md) the
+    decision is the legacy JWT's, in coupon terms, flagged ``"legacy": true``.
     """
+    if body.legacy_token is not None:
+        return await legacy_decision(authority, caller, body, ctx)
+    assert body.coupon is not None  # the model requires exactly one of the two
     spec = VerifyRequestSpec(
         audience=body.audience,
         resource=body.resource,

@@ -277,6 +277,9 @@ class Runtime:
         now = time.time()
         self.metrics.revocation_staleness.set(self.view.staleness(now))
         self.metrics.revocation_cursor.set(self.view.cursor)
+        newest = self.view.latest_revoked_at
+        if newest is not None:
+            self.metrics.revocation_newest_age.set(max(0.0, now - newest))
         counts: dict[str, int] = {"next": 0, "current": 0, "retiring": 0, "retired": 0}
         for info in self.keyring.describe():
             counts[info["state"]] = counts.get(info["state"], 0) + 1

@@ -33,7 +33,9 @@ from coupon.token import (
 
 from ._audit import AuditEvent
 from ._auth import Principal, require_role
+from ._legacy_service import LegacyService
 from ._runtime import Runtime
+from ._sessions import Sessions
 
 __all__ = ["Authority", "IssueInput", "Issued", "VerifyInput"]
 
@@ -99,6 +101,9 @@ class Authority:
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
+        #: Legacy JWTs (dual-auth migration) and end-user sessions, over this Authority.
+        self.legacy = LegacyService(self)
+        self.sessions = Sessions(self)
 
     # -- issue -----------------------------------------------------------------------------------
 
@@ -306,6 +311,9 @@ class Authority:
             verified = await self.rt.verify(req.coupon, req.request, shed=True)
         except CouponError as exc:
             self.rt.metrics.decisions.labels("coupon.verify", "deny", exc.code.code).inc()
+            self.rt.metrics.count_verify(
+                req.request.audience, "coupon", allow=False, code=exc.code.code
+            )
             await self.audit(
                 AuditEvent(
                     action="coupon.verify",
@@ -323,6 +331,7 @@ class Authority:
             )
             raise
         self.rt.metrics.decisions.labels("coupon.verify", "allow", "").inc()
+        self.rt.metrics.count_verify(req.request.audience, "coupon", allow=True)
         return verified
 
     async def introspect(self, caller: Principal, token: str) -> dict[str, Any]:

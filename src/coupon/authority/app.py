@@ -18,6 +18,7 @@ from ._problems import handlers
 from ._routes import router
 from ._runtime import Runtime
 from ._service import Authority
+from ._session_routes import session_router
 
 __all__ = ["create_app"]
 
@@ -98,6 +99,7 @@ def create_app(
     app.include_router(router)
     app.include_router(admin_router)
     app.include_router(ledger_router)
+    app.include_router(session_router)
 
     def observe(route: str, method: str, status: int, seconds: float) -> None:
         authority = getattr(app.state, "authority", None)

@@ -69,6 +69,37 @@ class AuthorityMetrics:
             ["scope"],
             registry=r,
         )
+        # Dual-auth migration (docs/migration.md): adoption per audience, errors, freshness.
+        self.verify_decisions = Counter(
+            "coupon_verify_decisions_total",
+            "Verify decisions by audience, token kind (coupon or legacy) and outcome.",
+            ["audience", "kind", "allow"],
+            registry=r,
+        )
+        self.verify_denials = Counter(
+            "coupon_verify_denials_total",
+            "Verify denials by token kind and error code.",
+            ["kind", "code"],
+            registry=r,
+        )
+        self.revocation_newest_age = Gauge(
+            "coupon_revocation_newest_age_seconds",
+            "Age of the newest revocation this process enforces (its revoked_at to now).",
+            registry=r,
+        )
+        self._audiences: set[str] = set()
+
+    def count_verify(self, audience: str, kind: str, *, allow: bool, code: str = "") -> None:
+        """Count one verify decision; audiences past the first 256 share the label ``_other``
+        (the caller names the audience, so its label set must stay bounded)."""
+        if audience not in self._audiences:
+            if len(self._audiences) >= 256:
+                audience = "_other"
+            else:
+                self._audiences.add(audience)
+        self.verify_decisions.labels(audience, kind, "true" if allow else "false").inc()
+        if not allow:
+            self.verify_denials.labels(kind, code).inc()
 
 
 _INTEGRATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
