@@ -2,12 +2,31 @@
 
 - :mod:`._sealing`: the master key and the AES-256-GCM envelopes of private keys;
 - :mod:`._plan`: rotation as pure functions over key records and the time;
-- :mod:`._keyring`: the :class:`Keyring` that applies plans to the store and signs.
+- :mod:`._keyring`: the :class:`Keyring` that applies plans to the store and signs;
+- :mod:`._pkcs11` and :mod:`._hsm`: keys generated and kept inside a PKCS#11 token.
 
 The key lifecycle is described on ``docs/keys.md``.
 """
 
+from ._hsm import (
+    Pkcs11Keys,
+    Pkcs11NoteSigner,
+    Pkcs11Signer,
+    generate_in_token,
+    parse_reference,
+    public_raw,
+    reference,
+)
 from ._keyring import KeyEvent, KeyInfo, Keyring, KeyStore
+from ._pkcs11 import (
+    Pkcs11Token,
+    SignerDown,
+    SignerEvent,
+    SignerFailed,
+    SignerHook,
+    SignerUp,
+    SignerUsed,
+)
 from ._plan import (
     KeyView,
     NewKey,
@@ -28,6 +47,7 @@ from ._sealing import (
     MasterKey,
     SealedKeys,
     SealingError,
+    SignerHealth,
     open_sealed,
     seal,
 )
@@ -43,13 +63,28 @@ __all__ = [
     "MasterKey",
     "NewKey",
     "Operation",
+    "Pkcs11Keys",
+    "Pkcs11NoteSigner",
+    "Pkcs11Signer",
+    "Pkcs11Token",
     "SealedKeys",
     "SealingError",
     "SetState",
+    "SignerDown",
+    "SignerEvent",
+    "SignerFailed",
+    "SignerHealth",
+    "SignerHook",
+    "SignerUp",
+    "SignerUsed",
     "bootstrap",
     "expire",
+    "generate_in_token",
     "open_sealed",
+    "parse_reference",
+    "public_raw",
     "published",
+    "reference",
     "repair",
     "rollback",
     "rotate",

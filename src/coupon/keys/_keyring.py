@@ -20,7 +20,7 @@ from coupon.storage.base import KeyRecord
 from coupon.token import KeySet, Signer, VerifyingKey
 
 from . import _plan as plan
-from ._sealing import KeyBackend, MasterKey, SealedKeys
+from ._sealing import KeyBackend, MasterKey, SealedKeys, SignerHealth
 
 if TYPE_CHECKING:
     from coupon.storage.base import KeyState
@@ -149,10 +149,12 @@ class Keyring:
 
         Raises:
             DependencyUnavailable: ``CPN-DEP-004``: there is no usable current key (none
-                stored, or its private key cannot be unsealed): fail closed.
+                stored, its private key cannot be unsealed, or its HSM is down): fail closed.
         """
         if self._signer is None:
             raise DependencyUnavailable(codes.UNAVAILABLE_SIGNER, self._signer_problem)
+        if isinstance(self._signer, SignerHealth) and (problem := self._signer.problem()):
+            raise DependencyUnavailable(codes.UNAVAILABLE_SIGNER, problem)  # an HSM outage
         return self._signer
 
     def keyset(self) -> KeySet:

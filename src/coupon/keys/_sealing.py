@@ -18,7 +18,7 @@ import secrets
 import stat
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -39,6 +39,7 @@ __all__ = [
     "MasterKey",
     "SealedKeys",
     "SealingError",
+    "SignerHealth",
     "open_sealed",
     "seal",
 ]
@@ -242,6 +243,19 @@ class KeyBackend(Protocol):
         ...
 
 
+@runtime_checkable
+class SignerHealth(Protocol):
+    """A signer whose key is in a device that can be unavailable (an HSM).
+
+    The keyring asks it before handing the signer out, so an outage answers ``CPN-DEP-004``
+    at once and readiness reports it.
+    """
+
+    def problem(self) -> str | None:
+        """Why it cannot sign now, or None; never a device round trip."""
+        ...
+
+
 class SealedKeys:
     """The default backend: keys in memory, sealed under a :class:`MasterKey` in the store."""
 
@@ -257,6 +271,11 @@ class SealedKeys:
     def load(self, record: KeyRecord) -> Signer:
         if record.sealed_private is None:
             raise SealingError(f"key {record.kid!r} has no sealed private key in the store")
+        if record.sealed_private.startswith(b"pkcs11:"):
+            raise SealingError(
+                f"key {record.kid!r} is held in an HSM ({record.sealed_private.decode()}): "
+                "set COUPON_KEY_BACKEND=pkcs11"
+            )
         jwk = open_sealed(self._master, record.kid, record.sealed_private)
         return SigningKey.from_jwk(jwk)
 

@@ -18,8 +18,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from coupon import codes
-from coupon.errors import CouponError, InvalidRequest, NotFound, UntrustedLogData
-from coupon.keys import MasterKey
+from coupon.errors import (
+    CouponError,
+    DependencyUnavailable,
+    InvalidRequest,
+    NotFound,
+    UntrustedLogData,
+)
+from coupon.keys import MasterKey, Pkcs11Token
 from coupon.ledger import (
     AUDIT_CONTEXT,
     HASH_SIZE,
@@ -135,9 +141,17 @@ class Ledger:
 
     @classmethod
     async def start(
-        cls, config: LedgerConfig, master: MasterKey, *, metrics: LedgerMetrics | None = None
+        cls,
+        config: LedgerConfig,
+        master: MasterKey,
+        *,
+        metrics: LedgerMetrics | None = None,
+        hsm: Pkcs11Token | None = None,
     ) -> Ledger:
-        """Connect, migrate, load keys and the head, start the sequencer and the publisher."""
+        """Connect, migrate, load keys and the head, start the sequencer and the publisher.
+
+        With ``hsm``, checkpoint keys are generated and used inside that PKCS#11 token.
+        """
         store = await LedgerStore.connect(config.database_url)
         try:
             await store.migrate()
@@ -149,7 +163,7 @@ class Ledger:
                         "an origin is the log's identity and cannot change"
                     )
                 config = replace(config, origin=stored[0]["name"])
-            keys = CheckpointKeys(store, master, config.origin)
+            keys = CheckpointKeys(store, master, config.origin, hsm=hsm)
             await keys.load()
         except BaseException:
             await store.close()
@@ -157,7 +171,10 @@ class Ledger:
         ledger = cls(config, store, keys, SubjectVault(store, master), metrics or LedgerMetrics())
         await ledger.sequencer.start()
         ledger._latest = await store.latest_checkpoint()
-        await ledger.publish()
+        try:
+            await ledger.publish()
+        except DependencyUnavailable as exc:  # an HSM that is down: start, unready; retried
+            _log.warning("checkpoint_failed", code=exc.code.code, reason=exc.reason)
         ledger._tasks.append(
             asyncio.create_task(ledger._publisher(), name="coupon-ledger-checkpoints")
         )

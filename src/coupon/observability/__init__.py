@@ -5,6 +5,7 @@ from ._logging import REDACTED, configure_logging, get_logger, redact
 from ._metrics import AuthorityMetrics, LedgerMetrics
 from ._ratelimit import RateLimitMetrics
 from ._resilience import ResilienceMetrics
+from ._signer import SignerMetrics
 from ._tracing import CorrelationMiddleware, current_ids, tracer_provider
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "LedgerMetrics",
     "RateLimitMetrics",
     "ResilienceMetrics",
+    "SignerMetrics",
     "configure_logging",
     "current_ids",
     "get_logger",
