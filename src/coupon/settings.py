@@ -68,6 +68,29 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Seconds between key and policy reloads from the database."
     )
 
+    # -- keys: PKCS#11 (docs/hsm.md) -------------------------------------------------------------
+    key_backend: str = Field(
+        "sealed",
+        pattern="^(sealed|pkcs11)$",
+        description="Where private signing keys live: sealed (in the database, under the "
+        "master key) or pkcs11 (generated and kept in an HSM token; also the Ledger's key).",
+    )
+    pkcs11_module: str = Field(
+        "/usr/lib/softhsm/libsofthsm2.so", description="The PKCS#11 module (shared library)."
+    )
+    pkcs11_token_label: str = Field(
+        "coupon", min_length=1, max_length=32, description="The label of the HSM token to use."
+    )
+    pkcs11_pin: SecretStr | None = Field(
+        None, description="The token's user PIN (required with key_backend=pkcs11)."
+    )
+    pkcs11_probe_interval: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="Seconds between HSM health probes; reconnect backoff caps at this.",
+    )
+
     # -- policy ----------------------------------------------------------------------------------
     policy_deadline_ms: int = Field(250, gt=0, description="Per-evaluation deadline; fails closed.")
     policy_trusted_keys: list[str] = Field(

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from coupon import codes
 from coupon.errors import Conflict, CouponError, DependencyUnavailable
-from coupon.keys import Keyring, MasterKey
-from coupon.observability import AuthorityMetrics, get_logger, tracer_provider
+from coupon.keys import Keyring, MasterKey, Pkcs11Token
+from coupon.observability import AuthorityMetrics, SignerMetrics, get_logger, tracer_provider
 from coupon.policy import (
     BUILTIN_VERSION,
     Envelope,
@@ -41,6 +41,7 @@ from ._bus import InProcessBus, RedisBus, RevocationBus
 from ._nonce import NonceService
 from ._replay import AsyncReplayStore, MemoryAsyncReplayStore, RedisReplayStore, redis_client
 from ._revocation import RevocationView
+from ._signing_backend import open_key_backend, signer_problem
 from ._storm import MemoryStormGuard, RedisStormGuard, StormGuard
 from ._sync import RevocationSync, Revoker
 
@@ -118,6 +119,9 @@ class Runtime:
         self.revoker = Revoker(store, view, bus)
         self.authenticators: list[Authenticator] = [ApiKeyAuthenticator(store)]
         self.metrics = AuthorityMetrics()
+        self.signer_metrics = SignerMetrics(self.metrics.registry)
+        #: The PKCS#11 token holding the signing keys (``COUPON_KEY_BACKEND=pkcs11``), or None.
+        self.hsm: Pkcs11Token | None = None
         self.max_token = 8192
         self.policy_version = BUILTIN_VERSION
         self.admin_credential: str | None = None
@@ -143,12 +147,15 @@ class Runtime:
         closers.append(store.close)
         await store.migrate()
         master = MasterKey.load_or_create(s)
+        keys, hsm = open_key_backend(s, master)
+        if hsm is not None:
+            closers.append(hsm.close)
         # Replicas starting together on an empty database would each create first keys and
         # publish different JWKS until their next reload: the first one in creates them.
         async with store.exclusive(KEY_BOOTSTRAP_LOCK):
             keyring = await Keyring.open(
                 store,
-                master,
+                keys,
                 alg=s.key_algorithm,
                 max_ttl=s.max_ttl,
                 leeway=s.leeway,
@@ -206,6 +213,9 @@ class Runtime:
             closers=closers,
         )
         rt.master = master
+        rt.hsm = hsm
+        if hsm is not None:
+            hsm.add_hook(rt.signer_metrics)
         await rt.reload_policy()
         sync.start()
         try:
@@ -285,6 +295,7 @@ class Runtime:
             counts[info["state"]] = counts.get(info["state"], 0) + 1
         for state, count in counts.items():
             self.metrics.keys.labels(state).set(count)
+        self.signer_metrics.observe(self.settings.key_backend, signer_problem(self.keyring))
 
     # -- policy ----------------------------------------------------------------------------------
 

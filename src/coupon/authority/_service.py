@@ -36,6 +36,7 @@ from ._auth import Principal, require_role
 from ._legacy_service import LegacyService
 from ._runtime import Runtime
 from ._sessions import Sessions
+from ._signing_backend import sign_coupon
 
 __all__ = ["Authority", "IssueInput", "Issued", "VerifyInput"]
 
@@ -256,7 +257,7 @@ class Authority:
     ) -> Issued:
         signer = self.rt.keyring.signer
         claims = builder.build()
-        token = builder.sign(signer)
+        token = await sign_coupon(builder, signer)  # off the event loop for an HSM
         record = CouponRecord(
             jti=claims.jti,
             lineage=claims.lin,

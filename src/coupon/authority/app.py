@@ -42,6 +42,7 @@ async def _start_ledger(rt: Runtime) -> Ledger:
         ),
         rt.master,
         metrics=LedgerMetrics(rt.metrics.registry),
+        hsm=rt.hsm,  # COUPON_KEY_BACKEND=pkcs11: checkpoint keys in the same token
     )
     ledger.emitters[rt.audit_signer.kid] = rt.audit_signer.public_key
     ledger.emitters.update(emitter_keys(s.ledger_emitters))
