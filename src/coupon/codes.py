@@ -305,5 +305,18 @@ SESSION_DEVICE = _c(
     "CPN-SESS-005", "proof key is not the session's device key", "InvalidProof", 401, _PROOF
 )
 
+# --- mTLS callers of the Authority and certificate-bound coupons (docs/mtls.md) -----------------
+_MTLS = "AuthenticationFailed"
+MTLS_MALFORMED = _c("CPN-MTLS-001", "malformed client certificate", _MTLS, 401, _TOKEN)
+MTLS_UNTRUSTED = _c("CPN-MTLS-002", "client certificate not trusted", _MTLS, 401, _TOKEN)
+MTLS_NO_IDENTITY = _c("CPN-MTLS-003", "no identity in the client certificate", _MTLS, 401, _TOKEN)
+MTLS_UNMAPPED = _c("CPN-MTLS-004", "certificate identity not mapped", "Forbidden", 403, _SCOPE)
+MTLS_BINDING = _c(
+    "CPN-MTLS-005", "binding another certificate needs admin", "Forbidden", 403, _SCOPE
+)
+MTLS_NO_CERTIFICATE = _c(
+    "CPN-MTLS-006", "no caller certificate to bind", "InvalidRequest", 400, _REQ
+)
+
 # --- internal ----------------------------------------------------------------------------------
 INTERNAL = _c("CPN-INT-001", "internal error", "InternalError", 500, "server_error")

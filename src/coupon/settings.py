@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from coupon._settings_migration import LegacyIssuer
+from coupon._settings_tls import Identity, MtlsIdentity, ProxyNetwork
 
 __all__ = ["Settings"]
 
@@ -34,7 +35,41 @@ class Settings(BaseSettings):
     port: int = Field(8700, ge=0, le=65535, description="TCP port (0 picks a free one).")
     data_dir: Path = Field(Path("var"), description="Where embedded state lives.")
     issuer: str = Field("", description="The iss of issued coupons; defaults to the public URL.")
-    public_url: str = Field("", description="Base URL clients use; defaults to http://host:port.")
+    public_url: str = Field("", description="Base URL clients use; default http(s)://host:port.")
+
+    # -- TLS (docs/mtls.md) ----------------------------------------------------------------------
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate chain to serve HTTPS with; unset: plain HTTP."
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert (mode 0600).")
+    tls_client_ca: Path | None = Field(
+        None, description="PEM CA certificates that sign the certificates of mTLS callers."
+    )
+    tls_client_auth: Literal["none", "optional", "required"] = Field(
+        "none",
+        description="Client certificates: none, optional (other credentials still work) or "
+        "required (no handshake without one).",
+    )
+    tls_min_version: Literal["1.2", "1.3"] = Field("1.2", description="Oldest TLS version.")
+    tls_reload_interval: float = Field(
+        5.0, ge=0, description="Re-read changed certificate, key and CA files every N s (0: never)."
+    )
+    tls_trusted_proxies: list[ProxyNetwork] = Field(
+        default_factory=list,
+        description="CIDRs of TLS-terminating proxies whose forwarded client certificate "
+        "(tls_client_cert_header) is believed; from others it is ignored.",
+    )
+    tls_client_cert_header: str = Field(
+        "X-Client-Cert",
+        pattern=r"^[A-Za-z0-9-]{1,64}$",
+        description="Header a trusted proxy forwards the client certificate in: URL-escaped PEM "
+        "(nginx $ssl_client_escaped_cert) or RFC 9440 :base64 DER:.",
+    )
+    mtls_identities: dict[Identity, MtlsIdentity] = Field(
+        default_factory=dict,
+        description='Certificate identity (uri:..., dns:..., cn:...) -> {"roles": [...], '
+        '"tenant": ...}; unlisted identities are refused.',
+    )
 
     # -- engines ---------------------------------------------------------------------------------
     database_url: str = Field(
@@ -235,7 +270,8 @@ class Settings(BaseSettings):
     @property
     def base_url(self) -> str:
         """The public base URL."""
-        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls_cert is not None else "http"
+        return self.public_url.rstrip("/") or f"{scheme}://{self.host}:{self.port}"
 
     @property
     def issuer_id(self) -> str:
