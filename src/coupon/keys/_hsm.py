@@ -183,6 +183,9 @@ class _TokenKey:
             key: SignMixin = cached[1]
             return key
         label = self.object_id.decode(errors="replace")
+        # python-pkcs11 0.10 raises from a search's __del__ when C_FindObjectsInit fails on a
+        # dead session ("Exception ignored"): test the session with a call that fails cleanly.
+        session.generate_random(64)
         try:
             found = session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=self.object_id)
         except (NoSuchKey, MultipleObjectsReturned) as exc:  # this key, not the whole token

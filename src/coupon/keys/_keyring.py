@@ -153,8 +153,8 @@ class Keyring:
         """
         if self._signer is None:
             raise DependencyUnavailable(codes.UNAVAILABLE_SIGNER, self._signer_problem)
-        if isinstance(self._signer, SignerHealth) and (problem := self._signer.problem()):
-            raise DependencyUnavailable(codes.UNAVAILABLE_SIGNER, problem)  # an HSM outage
+        if problem := _health(self._signer):  # an HSM outage
+            raise DependencyUnavailable(codes.UNAVAILABLE_SIGNER, problem)
         return self._signer
 
     def keyset(self) -> KeySet:
@@ -271,8 +271,9 @@ class Keyring:
         promoted = next(
             op.kid for op in ops if isinstance(op, plan.SetState) and op.state == "current"
         )
-        problem = self._load_signer(by_kid[promoted])
-        if isinstance(problem, str):
+        loaded = self._load_signer(by_kid[promoted])
+        problem = loaded if isinstance(loaded, str) else _health(loaded)
+        if problem:
             raise DependencyUnavailable(codes.UNAVAILABLE_SIGNER, problem)
         previous = plan.signing(records).kid
         await self._apply(ops)
@@ -376,6 +377,11 @@ class Keyring:
     def __repr__(self) -> str:
         kid = self._signer.kid if self._signer is not None else None
         return f"Keyring(signing={kid!r}, keys={len(self._records)})"
+
+
+def _health(signer: Signer) -> str | None:
+    """Why a device-held signer cannot sign now (its HSM is down), or None."""
+    return signer.problem() if isinstance(signer, SignerHealth) else None
 
 
 def _public(record: KeyRecord) -> VerifyingKey | None:
