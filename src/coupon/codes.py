@@ -267,6 +267,8 @@ GATEWAY_MEDIA = _c("CPN-GW-004", "unsupported media type", _GW, 415, _REQ)
 GATEWAY_UPSTREAM = _c("CPN-GW-005", "upstream unreachable", _GW, 502, _UNAVAILABLE)
 GATEWAY_TIMEOUT = _c("CPN-GW-006", "upstream timed out", _GW, 504, _UNAVAILABLE)
 GATEWAY_PATH = _c("CPN-GW-007", "ambiguous request path", _GW, 400, _REQ)
+GATEWAY_HEADER = _c("CPN-GW-008", "malformed header field", _GW, 400, _REQ)
+GATEWAY_BUSY = _c("CPN-GW-009", "gateway at capacity", _GW, 503, _UNAVAILABLE)
 
 # --- legacy bearer JWTs during the dual-auth migration (docs/migration.md) ----------------------
 LEGACY_OFF = _c(

@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from tests.gateway.world import World, routes_file
+from tests.gateway.world import World, closed_port, routes_file
 
 from coupon import codes
 
@@ -112,7 +112,7 @@ async def test_post_with_idempotency_key_is_retried() -> None:
 
 async def test_unreachable_upstream_is_502() -> None:
     config = routes_file(**FAST)
-    config["upstreams"]["orders"]["url"] = "http://nowhere.test"
+    config["upstreams"]["orders"]["url"] = f"http://127.0.0.1:{closed_port()}"
     async with World(config) as w:
         r = await w.client.get("/public/x")
         assert r.status_code == 502
@@ -139,3 +139,20 @@ async def test_bulkhead_full_fails_fast() -> None:
         assert statuses == [200, 200, 503, 503, 503]
         full = [r for r in answers if r.status_code == 503]
         assert {r.json()["code"] for r in full} == {codes.RES_BULKHEAD_FULL.code}
+
+
+async def test_over_max_in_flight_is_shed_at_once() -> None:
+    """Past max_in_flight a request is refused before any work, with Retry-After."""
+    config = routes_file(timeout=2.0, attempt_timeout=1.0)
+    config["gateway"]["max_in_flight"] = 2
+    async with World(config) as w:
+        w.upstream.delay = 0.3
+        answers = await asyncio.gather(*(w.client.get("/public/x") for _ in range(5)))
+        assert sorted(r.status_code for r in answers) == [200, 200, 503, 503, 503]
+        shed = [r for r in answers if r.status_code == 503]
+        assert {r.json()["code"] for r in shed} == {codes.GATEWAY_BUSY.code}
+        assert all(r.headers["retry-after"] == "1" for r in shed)
+        assert w.upstream.calls == 2
+        assert w.metric("coupon_gateway_shed_total") == 3
+        assert w.metric("coupon_gateway_in_flight") == 0
+        assert (await w.client.get("/_coupon/healthz")).status_code == 200  # never shed

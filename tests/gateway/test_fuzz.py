@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tests.gateway.world import World
@@ -48,7 +51,26 @@ async def _call(world: World, scope: dict[str, Any], body: bytes) -> int:
     return int(starts[0]["status"])
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.fixture(scope="module")
+def running_world() -> Iterator[tuple[World, asyncio.AbstractEventLoop]]:
+    """One gateway for every example, in an event loop of its own thread."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    world = World()
+    asyncio.run_coroutine_threadsafe(world.__aenter__(), loop).result(30)
+    yield world, loop
+    asyncio.run_coroutine_threadsafe(world.__aexit__(None, None, None), loop).result(30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(
     method=_METHODS,
     raw=st.one_of(
@@ -63,32 +85,31 @@ async def _call(world: World, scope: dict[str, Any], body: bytes) -> int:
     body=st.binary(max_size=100),
 )
 def test_any_request_gets_a_clear_answer(
-    method: str, raw: str, headers: list[tuple[bytes, bytes]], body: bytes
+    running_world: tuple[World, asyncio.AbstractEventLoop],
+    method: str,
+    raw: str,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
 ) -> None:
-    async def main() -> None:
-        async with World() as world:
-            raw_path = raw.encode("utf-8")
-            path, _, query = raw.partition("?")
-            scope = {
-                "type": "http",
-                "asgi": {"version": "3.0"},
-                "http_version": "1.1",
-                "method": method,
-                "scheme": "http",
-                "path": path,
-                "raw_path": raw_path,
-                "query_string": query.encode("utf-8"),
-                "root_path": "",
-                "headers": [(b"host", b"edge.test"), *headers],
-                "client": ("127.0.0.1", 5000),
-                "server": ("edge.test", 80),
-            }
-            status = await _call(world, scope, body)
-            assert status < 500, (method, raw, headers, status)
-            protected = path.startswith("/orders")
-            if protected and status < 300:
-                # Nothing reaches a protected route without a verified coupon; the fuzzer
-                # holds none, so a success there would be a bypass.
-                raise AssertionError(f"unverified pass: {method} {raw} {headers}")
-
-    asyncio.run(main())
+    world, loop = running_world
+    path, _, query = raw.partition("?")
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": raw.encode("utf-8"),
+        "query_string": query.encode("utf-8"),
+        "root_path": "",
+        "headers": [(b"host", b"edge.test"), *headers],
+        "client": ("127.0.0.1", 5000),
+        "server": ("edge.test", 80),
+    }
+    status = asyncio.run_coroutine_threadsafe(_call(world, scope, body), loop).result(30)
+    assert status < 500, (method, raw, headers, status)
+    if path.startswith("/orders") and status < 300:
+        # Nothing reaches a protected route without a verified coupon; the fuzzer holds
+        # none, so a success there would be a bypass.
+        raise AssertionError(f"unverified pass: {method} {raw} {headers}")

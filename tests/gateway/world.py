@@ -2,20 +2,24 @@
 
 The stand-in Authority serves what the gateway reads from a real one — the JWKS of a real
 signing key and the revocation feed — so the coupons are real coupons and every check the
-gateway makes is the real check. The upstream counts its calls and can be told to be slow,
-to fail with a status, or to answer normally. End-to-end runs against a real ``coupon up``
-live in ``tests/services``.
+gateway makes is the real check. The upstream is served by uvicorn on a loopback port (the
+gateway forwards over real HTTP); it counts its calls and can be told to be slow, to fail
+with a status, or to answer normally. End-to-end runs against a real ``coupon up`` live in
+``tests/services``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import uvicorn
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request as StarletteRequest
@@ -141,6 +145,37 @@ class Authority:
         )
 
 
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+class Served:
+    """An ASGI app served by uvicorn on a free loopback port, in the running event loop."""
+
+    def __init__(self, app: Any) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]))
+        while not self._server.started:
+            await asyncio.sleep(0.005)
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+        self._sock.close()
+
+
 class Hosts(httpx.AsyncBaseTransport):
     """Routes each request to the in-process app serving its host; unknown hosts refuse."""
 
@@ -168,12 +203,16 @@ class World:
         self.upstream = Upstream()
         self.holder = holder or SigningKey.generate()
         self.registry = CollectorRegistry()
-        hosts = Hosts({"authority.test": self.authority.app(), "orders.test": self.upstream.app()})
+        self._config = copy.deepcopy(config or routes_file())
+        self._served = Served(self.upstream.app())
+        for spec in self._config["upstreams"].values():
+            if spec["url"] == "http://orders.test":
+                spec["url"] = self._served.url
         self.gateway: Gateway = build_gateway(
-            parse_config(config or routes_file()),
+            parse_config(self._config),
             api_key="verifier-key",
             registry=self.registry,
-            transport=hosts,
+            transport=Hosts({"authority.test": self.authority.app()}),
         )
 
     def coupon(
@@ -201,6 +240,7 @@ class World:
         return DPoPAuth(self.holder, coupon or self.coupon())
 
     async def __aenter__(self) -> World:
+        await self._served.start()
         await self.gateway.start()
         self.client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=self.gateway), base_url=EDGE
@@ -210,6 +250,7 @@ class World:
     async def __aexit__(self, *exc: object) -> None:
         await self.client.aclose()
         await self.gateway.stop()
+        await self._served.stop()
 
     def metric(self, name: str, labels: Mapping[str, str] | None = None) -> float:
         value = self.registry.get_sample_value(name, dict(labels or {}))

@@ -120,3 +120,18 @@ class TestRetryAfter:
     def test_absent(self) -> None:
         """No hint, no delay."""
         assert retry_after_of(StatusFault(503), now=NOW) is None
+
+
+def test_aiohttp_transport_errors_are_transient() -> None:
+    import aiohttp
+
+    from coupon.resilience import Verdict, classify
+
+    refused = aiohttp.ClientConnectorError(
+        aiohttp.client_reqrep.ConnectionKey("h", 1, False, True, None, None, None),
+        ConnectionRefusedError(111, "refused"),
+    )
+    assert classify(refused) is Verdict.TRANSIENT
+    assert classify(aiohttp.ServerDisconnectedError()) is Verdict.TRANSIENT
+    assert classify(aiohttp.ClientPayloadError("cut short")) is Verdict.TRANSIENT
+    assert classify(aiohttp.InvalidURL("x")) is Verdict.PERMANENT

@@ -22,6 +22,7 @@ from ._proxy import IDEMPOTENT_METHODS, Forwarder, UpstreamFailed
 from ._routes import (
     GatewayTable,
     check_body_rules,
+    check_headers,
     check_path,
     identity_fields,
     route_of,
@@ -47,6 +48,7 @@ __all__ = [
     "UpstreamFailed",
     "build_gateway",
     "check_body_rules",
+    "check_headers",
     "check_path",
     "identity_fields",
     "load_config",

@@ -42,7 +42,14 @@ from ._check import CheckEndpoint
 from ._config import GatewayConfig, GatewayRoute
 from ._metrics import GatewayMetrics
 from ._proxy import Forwarder
-from ._routes import GatewayTable, check_body_rules, check_path, route_of, tenant_of
+from ._routes import (
+    GatewayTable,
+    check_body_rules,
+    check_headers,
+    check_path,
+    route_of,
+    tenant_of,
+)
 
 __all__ = ["DEFAULT_LIMITS", "Edge", "Gateway", "build_gateway"]
 
@@ -53,14 +60,28 @@ Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 class Edge:
-    """Serves ``/_coupon/*`` and refuses what no route may carry; marks the route in state."""
+    """Serves ``/_coupon/*`` and refuses what no route may carry; marks the route in state.
+
+    At most ``max_in_flight`` routed requests run at once; one more is refused at once with
+    ``CPN-GW-009`` (503, ``Retry-After``) before any work, so an overload is a bounded rate
+    of fast refusals instead of a queue that every request waits in.
+    """
 
     def __init__(
-        self, app: ASGIApp, *, table: GatewayTable, internal: Mapping[str, Endpoint]
+        self,
+        app: ASGIApp,
+        *,
+        table: GatewayTable,
+        internal: Mapping[str, Endpoint],
+        max_in_flight: int = 512,
+        metrics: GatewayMetrics | None = None,
     ) -> None:
         self.app = app
         self.table = table
         self.internal = internal
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        self._metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = str(scope.get("path", "/"))
@@ -71,6 +92,12 @@ class Edge:
                 return
             await endpoint(scope, receive, send)
             return
+        if self.in_flight >= self.max_in_flight:
+            if self._metrics is not None:
+                self._metrics.shed.inc()
+            busy = GatewayError(codes.GATEWAY_BUSY, f"{self.in_flight} requests in flight")
+            await refuse(scope, send, busy)
+            return
         try:
             route = self._admit(scope)
         except CouponError as exc:
@@ -78,9 +105,14 @@ class Edge:
             return
         scope.setdefault("state", {})["gateway_route"] = route
         scope["route"] = route  # named in the access metrics
-        await self.app(scope, receive, send)
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
 
     def _admit(self, scope: Scope) -> GatewayRoute:
+        check_headers(scope)
         raw = scope.get("raw_path")
         raw_path = raw.decode("latin-1").split("?", 1)[0] if isinstance(raw, bytes) else None
         path = check_path(raw_path if raw_path is not None else str(scope.get("path", "/")))
@@ -183,14 +215,13 @@ def build_gateway(
         config: the validated routes file.
         api_key: the Authority API key (role verifier) that reads the revocation feed.
         registry: where the metrics go (a fresh registry by default).
-        transport: the transport toward upstreams and the Authority (tests inject faults).
+        transport: the transport toward the Authority (tests serve it in process).
     """
     registry = registry if registry is not None else CollectorRegistry()
     closers: list[Callable[[], Awaitable[None]]] = []
-    client = httpx.AsyncClient(
+    client = httpx.AsyncClient(  # keys and revocations only; upstreams go through aiohttp
         transport=transport,
-        timeout=httpx.Timeout(30.0, connect=2.0),
-        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        timeout=httpx.Timeout(10.0, connect=2.0),
         follow_redirects=False,
         trust_env=False,
     )
@@ -224,7 +255,8 @@ def build_gateway(
     pipelines = {
         name: Pipeline(up.pipeline, hooks=[resilience]) for name, up in config.upstreams.items()
     }
-    forwarder = Forwarder(config.upstreams, client=client, pipelines=pipelines)
+    forwarder = Forwarder(config.upstreams, pipelines=pipelines)
+    closers.append(forwarder.close)
     limits = config.limits or RateLimitConfig(DEFAULT_LIMITS)
     limiter = RateLimiter(limits, redis=redis_gcra, hooks=[RateLimitMetrics(registry)])
     guard = IdempotencyGuard(idem_store, hooks=[IdempotencyMetrics(registry)])
@@ -273,7 +305,14 @@ def build_gateway(
             on_decision=decided,
             allowed=config.check_from,
         )
-    edge = Edge(coupon_layer, table=table, internal=internal)
+    edge = Edge(
+        coupon_layer,
+        table=table,
+        internal=internal,
+        max_in_flight=config.max_in_flight,
+        metrics=metrics,
+    )
+    metrics.in_flight.set_function(lambda: edge.in_flight)
     app = CorrelationMiddleware(edge, on_response=metrics.response)
     return Gateway(
         app, verifier=verifier, client=client, closers=closers, forwarder=forwarder, limiter=limiter

@@ -109,6 +109,7 @@ class GatewayConfig:
     issuers: tuple[str, ...] | None = None
     check_endpoint: bool = True
     check_from: tuple[IPNetwork, ...] = LOOPBACK
+    max_in_flight: int = 512
 
 
 def load_config(path: Path) -> GatewayConfig:
@@ -149,6 +150,7 @@ def parse_config(data: Mapping[str, Any]) -> GatewayConfig:
             "issuers",
             "check_endpoint",
             "check_from",
+            "max_in_flight",
         },
     )
     audience = _string("gateway.audience", gateway.get("audience"))
@@ -189,6 +191,7 @@ def parse_config(data: Mapping[str, Any]) -> GatewayConfig:
         issuers=issuers,
         check_endpoint=_bool("gateway.check_endpoint", gateway.get("check_endpoint", True)),
         check_from=_networks("gateway.check_from", gateway.get("check_from")),
+        max_in_flight=_int("gateway.max_in_flight", gateway.get("max_in_flight", 512), low=1),
     )
 
 

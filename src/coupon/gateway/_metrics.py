@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from coupon.middleware import CouponDecision
 
@@ -31,6 +31,16 @@ class GatewayMetrics:
             "Time from the request's arrival to its answer's start, by route template.",
             ["route"],
             buckets=_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "coupon_gateway_in_flight",
+            "Routed requests being served now.",
+            registry=registry,
+        )
+        self.shed = Counter(
+            "coupon_gateway_shed_total",
+            "Requests refused at once because max_in_flight were already being served.",
             registry=registry,
         )
         self.decisions = Counter(

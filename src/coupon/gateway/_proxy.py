@@ -1,5 +1,7 @@
 """Forwarding one request to its upstream through that upstream's resilience pipeline.
 
+The forwarding hop runs on aiohttp's client: measured here it costs a quarter of httpx's CPU
+per request, and the hop is most of the gateway's own cost (docs/benchmarks-gateway.md).
 The request body is read whole (bounded by the route's ``max_body``) so an attempt can be
 repeated; the response streams back. Hop-by-hop fields are dropped both ways (RFC 9110
 §7.6.1), client-sent ``X-Coupon-*`` and ``X-Forwarded-*`` fields are replaced by the gateway's
@@ -21,7 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-import httpx
+import aiohttp
+from multidict import CIMultiDict
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from coupon import codes
@@ -55,6 +58,9 @@ _OWN: Final = frozenset(
     {b"host", b"content-length", b"traceparent", b"tracestate", b"x-request-id"}
 )
 _ERROR_BODY_LIMIT: Final = 64 * 1024
+#: Connections kept per gateway process, all upstreams together: about the upstream
+#: bulkheads' size; more only adds idle sockets to look after.
+_POOL: Final = 100
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
 
 
@@ -81,7 +87,8 @@ class Forwarder:
 
     Args:
         upstreams: every upstream, by name.
-        client: the pooled HTTP client all forwarding goes through.
+        session: the pooled aiohttp session all forwarding goes through (made lazily, in the
+            serving event loop, when not given).
         pipelines: one pipeline per upstream name (shared with the metrics hooks).
     """
 
@@ -89,10 +96,10 @@ class Forwarder:
         self,
         upstreams: Mapping[str, Upstream],
         *,
-        client: httpx.AsyncClient,
         pipelines: Mapping[str, Pipeline],
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
-        self._client = client
+        self._session = session
         self._targets = {
             name: _Target(up, pipelines[name], pipelines[name].without_retry())
             for name, up in upstreams.items()
@@ -101,6 +108,23 @@ class Forwarder:
     def pipeline(self, name: str) -> Pipeline:
         """The pipeline toward upstream ``name`` (for operators: force open, isolate)."""
         return self._targets[name].pipeline
+
+    def session(self) -> aiohttp.ClientSession:
+        """The forwarding session, made on first use in the running event loop."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=_POOL, keepalive_timeout=30),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=2.0, sock_read=30.0),
+                auto_decompress=False,  # bodies pass through as the upstream encoded them
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Close the pooled connections."""
+        if self._session is not None:
+            await self._session.close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route: GatewayRoute = scope["state"]["gateway_route"]
@@ -115,20 +139,23 @@ class Forwarder:
         if body is None:
             return
         method = str(scope["method"])
-        headers = _forward_headers(scope, route)
-        request = self._client.build_request(
-            method, _url(target.upstream, route, scope), headers=headers, content=body
+        headers = CIMultiDict(
+            (k.decode("latin-1"), v.decode("latin-1")) for k, v in _forward_headers(scope, route)
         )
+        url = _url(target.upstream, route, scope)
         pipeline = target.pipeline if _repeatable(method, scope) else target.once
+        session = self.session()
 
-        async def attempt() -> httpx.Response:
-            response = await self._client.send(request, stream=True)
-            if response.status_code >= 500:
+        async def attempt() -> aiohttp.ClientResponse:
+            response = await session.request(
+                method, url, headers=headers, data=body or None, allow_redirects=False
+            )
+            if response.status >= 500:
                 try:
-                    kept = await _read_capped(response)
+                    kept = await response.content.read(_ERROR_BODY_LIMIT)
                 finally:
-                    await response.aclose()
-                raise UpstreamFailed(response.status_code, _response_headers(response), kept)
+                    response.release()
+                raise UpstreamFailed(response.status, _response_headers(response), kept)
             return response
 
         try:
@@ -148,21 +175,21 @@ class Forwarder:
                     codes.GATEWAY_TIMEOUT, "the upstream did not answer in time"
                 ) from exc
             raise
-        except (httpx.HTTPError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise _no_answer(exc, exc) from exc
         try:
             await send(
                 {
                     "type": "http.response.start",
-                    "status": response.status_code,
+                    "status": response.status,
                     "headers": _response_headers(response),
                 }
             )
-            async for chunk in response.aiter_raw():
+            async for chunk in response.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            await response.aclose()
+            response.release()
 
 
 def _repeatable(method: str, scope: Scope) -> bool:
@@ -172,7 +199,7 @@ def _repeatable(method: str, scope: Scope) -> bool:
 
 
 def _no_answer(cause: BaseException | None, exc: BaseException) -> GatewayError:
-    if isinstance(cause, httpx.TimeoutException | TimeoutError):
+    if isinstance(cause, TimeoutError):
         return GatewayError(codes.GATEWAY_TIMEOUT, "the upstream did not answer in time")
     name = type(cause if cause is not None else exc).__name__
     return GatewayError(codes.GATEWAY_UPSTREAM, f"the upstream could not be reached ({name})")
@@ -224,22 +251,11 @@ def _forward_headers(scope: Scope, route: GatewayRoute) -> list[tuple[bytes, byt
     return out + identity_fields(scope)
 
 
-def _response_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
-    raw = response.headers.raw
+def _response_headers(response: aiohttp.ClientResponse) -> list[tuple[bytes, bytes]]:
+    raw = [(k.lower(), v) for k, v in response.raw_headers]
     # The gateway's own request id and span go back to the client, not the upstream's.
     drop = _HOP_BY_HOP | _connection_named(raw) | {b"x-request-id", b"traceparent"}
-    return [(k.lower(), v) for k, v in raw if k.lower() not in drop]
-
-
-async def _read_capped(response: httpx.Response) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_raw():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= _ERROR_BODY_LIMIT:
-            break
-    return b"".join(chunks)[:_ERROR_BODY_LIMIT]
+    return [(k, v) for k, v in raw if k not in drop]
 
 
 async def _send_whole(

@@ -28,6 +28,7 @@ __all__ = [
     "GatewayTable",
     "RouteFound",
     "check_body_rules",
+    "check_headers",
     "check_path",
     "identity_fields",
     "route_of",
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 _BODY_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
+_TOKEN: Final = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CONTROL: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # horizontal tab is allowed
 # %2F, %5C and %00 in any case; these decode into separators or terminators.
 _AMBIGUOUS: Final = re.compile(r"%(?:2[fF]|5[cC]|00)")
 
@@ -112,6 +115,18 @@ def identity_fields(scope: Scope) -> list[tuple[bytes, bytes]]:
         (b"x-coupon-tenant", claims.tid.encode("latin-1")),
         (b"x-coupon-id", claims.jti.encode("latin-1")),
     ]
+
+
+def check_headers(scope: Scope) -> None:
+    """Header fields the gateway can pass on as they are (RFC 9110 §5.5).
+
+    Raises:
+        GatewayError: ``CPN-GW-008`` for a control character (NUL, CR, LF...) in a value,
+            or a name that is not a token.
+    """
+    for name, value in scope.get("headers", ()):
+        if not name or not _TOKEN.fullmatch(name) or _CONTROL.search(value):
+            raise GatewayError(codes.GATEWAY_HEADER, "a header field cannot be passed on")
 
 
 def check_body_rules(scope: Scope, route: GatewayRoute) -> None:

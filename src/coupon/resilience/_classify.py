@@ -10,10 +10,10 @@ The table:
   bulkhead, a spent deadline) and every exception we do not recognise (a bug is not fixed by
   trying again): never retried.
 
-httpx exceptions are recognised by duck typing, so this module never imports httpx: an
+HTTP client exceptions are recognised by duck typing, so this module imports no client: an
 exception with a ``status_code`` attribute, or a ``response`` with one (like
-``httpx.HTTPStatusError``), is classified by that status, and httpx's transport errors by
-their class names.
+``httpx.HTTPStatusError``), is classified by that status, and httpx's and aiohttp's
+transport errors by their class names.
 """
 
 from __future__ import annotations
@@ -38,8 +38,17 @@ __all__ = [
 
 TRANSIENT_STATUS = frozenset({408, 429, 502, 503, 504})
 PERMANENT_STATUS = frozenset({400, 401, 403, 404, 405, 409, 410, 415, 422})
-# httpx.TimeoutException, NetworkError (ConnectError, ReadError...) and RemoteProtocolError.
-_HTTPX_TRANSIENT = frozenset({"TimeoutException", "NetworkError", "RemoteProtocolError"})
+# httpx.TimeoutException, NetworkError (ConnectError, ReadError...) and RemoteProtocolError;
+# aiohttp's ClientConnectionError (refused, reset, server disconnected) and ClientPayloadError.
+_TRANSIENT_NAMES = frozenset(
+    {
+        "httpx.TimeoutException",
+        "httpx.NetworkError",
+        "httpx.RemoteProtocolError",
+        "aiohttp.ClientConnectionError",
+        "aiohttp.ClientPayloadError",
+    }
+)
 
 
 class Verdict(enum.Enum):
@@ -98,8 +107,8 @@ def classify(exc: BaseException) -> Verdict:
         return Verdict.PERMANENT
     if isinstance(exc, TimeoutError | ConnectionError):
         return Verdict.TRANSIENT
-    names = {cls.__name__ for cls in type(exc).__mro__ if cls.__module__.startswith("httpx")}
-    if names & _HTTPX_TRANSIENT:
+    names = {f"{cls.__module__.split('.')[0]}.{cls.__name__}" for cls in type(exc).__mro__}
+    if names & _TRANSIENT_NAMES:
         return Verdict.TRANSIENT
     status = status_of(exc)
     if status is not None:
