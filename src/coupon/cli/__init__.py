@@ -44,6 +44,7 @@ COMMAND_MODULES: Final = (
     "_verify_cmd",
     "_dpop_cmds",
     "_remote_cmds",
+    "_drill_cmd",
     "_ledger_cmds",
     "_ledger_audit_cmds",
     "_witness_cmd",
