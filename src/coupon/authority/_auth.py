@@ -40,12 +40,17 @@ _API_KEY: Final = re.compile(r"cpk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller."""
+    """An authenticated caller.
+
+    ``certificate``, when set, is the ``x5t#S256`` of the client certificate the caller
+    authenticated with (mTLS): the one certificate it may bind coupons to without admin.
+    """
 
     id: str
     roles: frozenset[str]
     tenant: str | None
     method: str
+    certificate: str | None = None
 
     def audit(self) -> dict[str, object]:
         """The caller as it appears in audit events."""

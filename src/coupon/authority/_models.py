@@ -36,8 +36,9 @@ class BindingModel(_Strict):
     x5t_s256: str | None = Field(
         None,
         alias="x5t#S256",
-        pattern=r"^[A-Za-z0-9_-]{43}$",
-        description="Client certificate SHA-256 thumbprint (RFC 8705)",
+        pattern=r"^([A-Za-z0-9_-]{43}|self)$",
+        description='Client certificate SHA-256 thumbprint (RFC 8705); "self": the certificate '
+        "the caller authenticated with over mTLS (docs/mtls.md)",
     )
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 

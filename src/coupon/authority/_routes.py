@@ -30,6 +30,7 @@ from ._models import (
     VerifyRequest,
     VerifyResponse,
 )
+from ._mtls import resolve_binding
 from ._service import Authority, Context, DelegateInput, Issued, IssueInput, VerifyInput
 from ._sse import sse_stream
 
@@ -70,8 +71,9 @@ Caller = Annotated[Principal, Depends(_caller)]
 Ctx = Annotated[Context, Depends(_ctx)]
 
 
-def _binding(model: BindingModel) -> Binding:
-    return Binding(jkt=model.jkt) if model.jkt else Binding(x5t_s256=model.x5t_s256)
+def _binding(model: BindingModel, caller: Principal | None = None) -> Binding:
+    # "x5t#S256": "self" is the certificate the caller authenticated with (docs/mtls.md).
+    return resolve_binding(caller, jkt=model.jkt, x5t_s256=model.x5t_s256)
 
 
 def _coupon_response(issued: Issued, ctx: Context) -> CouponResponse:
@@ -109,7 +111,7 @@ async def issue(
             actions=tuple(body.actions),
             purpose=body.purpose,
             ttl=body.ttl,
-            binding=_binding(body.binding),
+            binding=_binding(body.binding, caller),
         ),
         ctx,
     )

@@ -38,6 +38,7 @@ from coupon.token import KeySet, Request, Verified, Verifier, parse_chain
 from ._audit import AuditSigner, StoreAuditSink
 from ._auth import ApiKeyAuthenticator, Authenticator, api_key_record, new_api_key
 from ._bus import InProcessBus, RedisBus, RevocationBus
+from ._mtls import mtls_authenticators
 from ._nonce import NonceService
 from ._replay import AsyncReplayStore, MemoryAsyncReplayStore, RedisReplayStore, redis_client
 from ._revocation import RevocationView
@@ -224,6 +225,8 @@ class Runtime:
             _log.warning("revocation_sync_not_ready", error=sync.last_error)
         await rt._bootstrap_admin()
         rt._tasks.append(asyncio.create_task(rt._maintenance(), name="coupon-maintenance"))
+        # mTLS callers (docs/mtls.md) last: an explicit credential in the request goes first.
+        rt.authenticators.extend(mtls_authenticators(s, registry=rt.metrics.registry))
         return rt
 
     async def stop(self) -> None:

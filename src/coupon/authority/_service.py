@@ -34,6 +34,7 @@ from coupon.token import (
 from ._audit import AuditEvent
 from ._auth import Principal, require_role
 from ._legacy_service import LegacyService
+from ._mtls import authorize_binding
 from ._runtime import Runtime
 from ._sessions import Sessions
 from ._signing_backend import sign_coupon
@@ -112,6 +113,7 @@ class Authority:
         """Issue a root coupon if the caller's role, tenant and the policy allow it."""
         require_role(caller, "issuer")
         self._check_tenant(caller, req.tenant)
+        authorize_binding(caller, req.binding)  # another's certificate needs admin (mtls.md)
         decision = await self._decide(caller, req, None, ctx, action="coupon.issue")
         builder = self._builder(req, decision).jti(jti := new_jti()).lineage(jti)
         return await self._sign_and_record(builder, caller, req, decision, ctx, "coupon.issue")

@@ -49,6 +49,7 @@ COMMAND_MODULES: Final = (
     "_ledger_audit_cmds",
     "_witness_cmd",
     "_gateway_cmd",
+    "_certs_cmds",
 )
 for _name in COMMAND_MODULES:
     importlib.import_module(f"{__name__}.{_name}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -28,16 +29,24 @@ def serve(
     *,
     on_exit: Callable[[], None] | None = None,
     proxy: bool = False,
+    tls: ssl.SSLContext | None = None,
+    forwarded_for: bool | None = None,
 ) -> None:
     """Serve ``app`` on ``sock`` until SIGINT or SIGTERM.
 
     ``on_exit`` runs in the event loop as soon as a signal arrives, before uvicorn waits for
     open responses: the place to end long-lived streams. A ``proxy`` passes the upstream's
     ``Date`` and ``Server`` on instead of adding uvicorn's own, and takes the client address
-    from the connection, never from a client's ``X-Forwarded-For``.
+    from the connection, never from a client's ``X-Forwarded-For``. ``forwarded_for=False``
+    does the latter alone (default: not for a proxy, as uvicorn does from loopback).
+
+    With ``tls`` (e.g. ``coupon.authority._tls.ServerTls(settings).context``) it serves HTTPS
+    and every request's scope carries the ASGI TLS extension, client certificate included.
     """
     import uvicorn
     import uvloop
+
+    from ._tls_http import TlsHttpToolsProtocol
 
     loop: asyncio.AbstractEventLoop | None = None
 
@@ -52,12 +61,13 @@ def serve(
             app,
             log_config=None,
             access_log=False,
-            http="httptools",
+            http=TlsHttpToolsProtocol if tls is not None else "httptools",
+            ssl_context_factory=(lambda config, default: tls) if tls is not None else None,
             lifespan="on",
             timeout_graceful_shutdown=10,
             server_header=not proxy,
             date_header=not proxy,
-            proxy_headers=not proxy,
+            proxy_headers=not proxy if forwarded_for is None else forwarded_for,
         )
     )
 

@@ -23,6 +23,8 @@ def _settings_help() -> str:
     lines = ["Settings (environment variables; also keys of the --config TOML file):", "", "\b"]
     for name, field in Settings.model_fields.items():
         default = field.default if field.default_factory is None else "[]"
+        if field.default_factory is dict:
+            default = "{}"
         if name in ("master_key", "admin_api_key"):
             default = "unset"
         lines.append(f"  COUPON_{name.upper():<34} {field.description or ''} [{default}]")
@@ -30,7 +32,10 @@ def _settings_help() -> str:
 
 
 def _announce(settings: Settings, credential: str | None, port: int) -> None:
-    base = settings.public_url.rstrip("/") or f"http://{settings.host}:{port}"
+    from ._tls_http import tls_summary
+
+    scheme = "https" if settings.tls_cert is not None else "http"
+    base = settings.public_url.rstrip("/") or f"{scheme}://{settings.host}:{port}"
     mode = "PostgreSQL" if settings.database_url else f"SQLite in {settings.data_dir}"
     fanout = "Redis" if settings.redis_url else "in-process"
     lines = [
@@ -40,6 +45,8 @@ def _announce(settings: Settings, credential: str | None, port: int) -> None:
         f"  time        {base}/v1/time",
         f"  health      {base}/healthz  {base}/readyz  {base}/metrics",
     ]
+    if (tls := tls_summary(settings)) is not None:
+        lines.append(f"  TLS         {tls}")
     if settings.ledger_enabled:
         lines.append(f"  ledger      {base}/v1/ledger/checkpoint  (key: {base}/v1/ledger/key)")
     if credential:
@@ -81,6 +88,9 @@ def up(
     configure_logging(level=settings.log_level, json=settings.log_json)
     # `kill -USR1 <pid>` prints every thread's stack to stderr: for a stuck process in production.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    from ._tls_http import serve_options
+
+    tls_options = serve_options(settings)  # before binding: a bad certificate stops it here
     sock = bind(settings.host, settings.port)
     actual_port = sock.getsockname()[1]
     if settings.port == 0:
@@ -102,4 +112,4 @@ def up(
         if authority is not None:
             authority.rt.closing.set()
 
-    serve(app, sock, on_exit=closing)
+    serve(app, sock, on_exit=closing, **tls_options)
