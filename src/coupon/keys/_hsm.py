@@ -231,7 +231,8 @@ class _TokenKey:
 
     def problem(self) -> str | None:
         """Why this key cannot sign now (the token is down), without a device round trip."""
-        return self._token.problem
+        problem = self._token.problem
+        return f"HSM token {self._token.label!r} is unavailable: {problem}" if problem else None
 
 
 class Pkcs11Signer(_TokenKey):
