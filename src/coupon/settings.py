@@ -218,6 +218,21 @@ class Settings(BaseSettings):
         0, ge=0, description="Erase a subject's key when unused this long (0: keep)."
     )
 
+    # -- gRPC (docs/grpc.md) -----------------------------------------------------------------------
+    grpc_port: int | None = Field(
+        None, ge=0, le=65535, description="gRPC port (0 picks a free one); unset: no gRPC server."
+    )
+    grpc_public_url: str = Field(
+        "", description="Base of the DPoP htu over gRPC; defaults to https://host:grpc_port."
+    )
+    grpc_tls_cert: Path | None = Field(
+        None, description="PEM certificate chain of the gRPC server; unset: plaintext."
+    )
+    grpc_tls_key: Path | None = Field(None, description="PEM private key of grpc_tls_cert.")
+    grpc_tls_client_ca: Path | None = Field(
+        None, description="PEM CA certificates of gRPC clients: mTLS, client certificate required."
+    )
+
     # -- observability ---------------------------------------------------------------------------
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool = Field(True, description="JSON log lines (false: console format).")

@@ -63,6 +63,7 @@ RESOURCE_URI: Final = "https://orders.example/orders/123/items"
 
 _UP_LINE: Final = re.compile(r"Coupon Authority is up on (http://\S+)")
 _ADMIN_LINE: Final = re.compile(r"^\s+admin key\s+(cpk_\S+)", re.MULTILINE)
+_GRPC_LINE: Final = re.compile(r"^\s+gRPC\s+(\S+)\s", re.MULTILINE)
 _READY_LINE: Final = "Press Ctrl-C to stop."
 _CLEAN_EXIT: Final = frozenset({0, -signal.SIGTERM})
 
@@ -281,6 +282,8 @@ class AuthorityProcess:
         self.startup_timeout = startup_timeout
         self.starts = 0
         self.printed_admin_key: str | None = None
+        #: ``host:port`` of the gRPC server the process announced (``COUPON_GRPC_PORT``), or None.
+        self.grpc_target: str | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._base_url: str | None = None
         self._admin_key: str | None = None
@@ -344,6 +347,8 @@ class AuthorityProcess:
         self.port = int(self._base_url.rsplit(":", 1)[1])
         printed = _ADMIN_LINE.search(text)
         self.printed_admin_key = printed.group(1) if printed else None
+        grpc_line = _GRPC_LINE.search(text)
+        self.grpc_target = grpc_line.group(1) if grpc_line else None
         self._admin_key = self.printed_admin_key or self._known_admin_key()
         self._reset_clients()
         last = "no answer"

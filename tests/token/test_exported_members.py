@@ -11,6 +11,7 @@ import pytest
 import coupon
 import coupon.errors
 import coupon.gateway
+import coupon.grpc_api
 import coupon.idempotency
 import coupon.ledger
 import coupon.ledger_service
@@ -27,6 +28,7 @@ MODULES = [
     coupon.token.hazmat,
     coupon.errors,
     coupon.gateway,
+    coupon.grpc_api,
     coupon.idempotency,
     coupon.ledger,
     coupon.ledger_service,

@@ -176,14 +176,16 @@ class MtlsAuthenticator:
 
 
 def mtls_authenticators(settings: Settings, *, registry: CollectorRegistry) -> list[Authenticator]:
-    """The mTLS authenticator ``settings`` call for (client auth or trusted proxies), or none.
+    """The mTLS authenticator ``settings`` call for (client auth, gRPC client CA or trusted
+    proxies), or none.
 
     Raises:
         ValueError: trusted proxies without ``tls_client_ca``, or a bad identity list.
         OSError: the client CA file cannot be read.
     """
     s = settings
-    if s.tls_client_auth == "none" and not s.tls_trusted_proxies:
+    # The gRPC port's own client CA (docs/grpc.md) also brings verified connection certificates.
+    if s.tls_client_auth == "none" and not s.tls_trusted_proxies and s.grpc_tls_client_ca is None:
         return []
     client_cas: Callable[[], ClientCertificateValidator] | None = None
     if s.tls_trusted_proxies:

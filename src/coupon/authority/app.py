@@ -69,6 +69,7 @@ def create_app(
         rt = runtime or await Runtime.start(config)
         app.state.authority = Authority(rt)
         app.state.ledger = None
+        app.state.grpc = None
         relay: AuditRelay | None = None
         try:
             if rt.settings.ledger_enabled and rt.master is not None:
@@ -76,10 +77,16 @@ def create_app(
                 relay = AuditRelay(rt.store, app.state.ledger)
                 rt.audit_sink.on_stored.append(relay.notify)
                 relay.start()
+            if rt.settings.grpc_port is not None:
+                from coupon.grpc_api import GrpcServer  # gRPC loads only when it serves
+
+                app.state.grpc = await GrpcServer.start(app.state.authority)
             if on_ready is not None:
                 on_ready(rt.admin_credential)
             yield
         finally:
+            if app.state.grpc is not None:
+                await app.state.grpc.stop()
             if relay is not None:
                 await relay.stop()
             if app.state.ledger is not None:

@@ -7,7 +7,7 @@ import gc
 import os
 import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -15,6 +15,11 @@ from coupon.settings import Settings
 
 from ._app import EPILOG, app
 from ._serve import bind, serve
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from coupon.grpc_api import GrpcServer
 
 __all__ = ["up"]
 
@@ -31,7 +36,9 @@ def _settings_help() -> str:
     return "\n".join(lines) + "\n\n" + EPILOG
 
 
-def _announce(settings: Settings, credential: str | None, port: int) -> None:
+def _announce(
+    settings: Settings, credential: str | None, port: int, *, grpc: GrpcServer | None = None
+) -> None:
     from ._tls_http import tls_summary
 
     scheme = "https" if settings.tls_cert is not None else "http"
@@ -49,6 +56,12 @@ def _announce(settings: Settings, credential: str | None, port: int) -> None:
         lines.append(f"  TLS         {tls}")
     if settings.ledger_enabled:
         lines.append(f"  ledger      {base}/v1/ledger/checkpoint  (key: {base}/v1/ledger/key)")
+    if grpc is not None:
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        lines.append(
+            f"  gRPC        {host}:{grpc.port}  (coupon.v1.CouponAuthority, {grpc.security}; "
+            f"DPoP htu {grpc.attenuate_htu})"
+        )
     if credential:
         lines.append(f"  admin key   {credential}")
         if not settings.database_url:
@@ -73,6 +86,7 @@ def up(
     With no settings it runs on the embedded default: SQLite files under the data directory,
     in-process revocation fan-out, replay store and caches. Set COUPON_DATABASE_URL and
     COUPON_REDIS_URL to run on PostgreSQL and Redis; several processes then act as one.
+    Set COUPON_GRPC_PORT to serve the same API over gRPC too (coupon.v1.CouponAuthority).
     A second start on the same data directory keeps every key, coupon record and revocation.
     Stops cleanly on Ctrl-C and SIGTERM.
     """
@@ -95,13 +109,14 @@ def up(
     actual_port = sock.getsockname()[1]
     if settings.port == 0:
         settings = settings.model_copy(update={"port": actual_port})
+    app: FastAPI  # built below; ready() runs once it serves
 
     def ready(credential: str | None) -> None:
         # Everything built at start-up lives as long as the process: move it out of the
         # collector's sight, so full collections stop pausing requests for ~80 ms.
         gc.collect()
         gc.freeze()
-        _announce(settings, credential, actual_port)
+        _announce(settings, credential, actual_port, grpc=getattr(app.state, "grpc", None))
 
     app = create_app(settings, on_ready=ready)
 
