@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -61,7 +62,7 @@ ADMIN_KEY_HEADER: Final = "X-API-Key"
 #: The URI of the relying service's request that verification tests pretend to serve.
 RESOURCE_URI: Final = "https://orders.example/orders/123/items"
 
-_UP_LINE: Final = re.compile(r"Coupon Authority is up on (http://\S+)")
+_UP_LINE: Final = re.compile(r"Coupon Authority is up on (https?://\S+)")
 _ADMIN_LINE: Final = re.compile(r"^\s+admin key\s+(cpk_\S+)", re.MULTILINE)
 _GRPC_LINE: Final = re.compile(r"^\s+gRPC\s+(\S+)\s", re.MULTILINE)
 _READY_LINE: Final = "Press Ctrl-C to stop."
@@ -262,6 +263,8 @@ class AuthorityProcess:
         name: used in log file names and messages.
         port: the first ``--port``; 0 picks a free one, and restarts keep the port chosen.
         startup_timeout: seconds to wait for the ready line and a 200 from ``/readyz``.
+        tls: the client side of HTTPS for every client made here (trusted CAs, and a client
+            certificate where the process requires one); None: httpx's default.
     """
 
     def __init__(
@@ -273,8 +276,10 @@ class AuthorityProcess:
         name: str = "authority",
         port: int = 0,
         startup_timeout: float = 30.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.tls = tls
         self.env = dict(env or {})
         self.log_dir = log_dir or data_dir
         self.name = name
@@ -475,7 +480,10 @@ class AuthorityProcess:
     def client_with(self, api_key: str) -> httpx.Client:
         """An HTTP client that sends ``api_key`` (closed with the process)."""
         client = httpx.Client(
-            base_url=self.base_url, headers={ADMIN_KEY_HEADER: api_key}, timeout=10.0
+            base_url=self.base_url,
+            headers={ADMIN_KEY_HEADER: api_key},
+            timeout=10.0,
+            verify=self.tls if self.tls is not None else True,
         )
         self._clients.append(client)
         return client
@@ -500,7 +508,11 @@ class AuthorityProcess:
         for client in self._clients:
             client.close()
         self._clients.clear()
-        self._anon = httpx.Client(base_url=self.base_url, timeout=10.0)
+        self._anon = httpx.Client(
+            base_url=self.base_url,
+            timeout=10.0,
+            verify=self.tls if self.tls is not None else True,
+        )
         self._clients.append(self._anon)
         self._client = self.client_with(self._admin_key) if self._admin_key else None
 
@@ -566,9 +578,10 @@ class Launcher:
         env: Mapping[str, str] | None = None,
         extra: Mapping[str, str] | None = None,
         data_dir: Path | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> AuthorityProcess:
         """A not yet started process for ``engine``: its own deployment unless ``env`` names
-        one, with the settings in ``extra`` added."""
+        one, with the settings in ``extra`` added (``tls``: see :class:`AuthorityProcess`)."""
         label = name or f"{engine}-{len(self._procs)}"
         settings = self.env_for(engine) if env is None else dict(env)
         settings.update(extra or {})
@@ -577,6 +590,7 @@ class Launcher:
             env=settings,
             log_dir=self._root / "logs",
             name=label,
+            tls=tls,
         )
         self._procs.append(proc)
         return proc
@@ -589,9 +603,12 @@ class Launcher:
         env: Mapping[str, str] | None = None,
         extra: Mapping[str, str] | None = None,
         data_dir: Path | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> AuthorityProcess:
         """Start a ready process for ``engine`` (arguments as for :meth:`process`)."""
-        return self.process(engine, name=name, env=env, extra=extra, data_dir=data_dir).start()
+        return self.process(
+            engine, name=name, env=env, extra=extra, data_dir=data_dir, tls=tls
+        ).start()
 
     def close(self) -> None:
         """Stop every process started here."""
