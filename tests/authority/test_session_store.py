@@ -52,6 +52,7 @@ def _session(
         "last_used_at": created_at,
         "expires_at": created_at + 3600,
         "idle_timeout": 600,
+        "created_ns": created_at * 1_000_000_000,
     }
     values.update(fields)
     return SessionRecord(**values)  # type: ignore[arg-type]

@@ -45,7 +45,12 @@ _PARAM: Final = re.compile(r"\{([^}:]+)(?::[^}]+)?\}")
 _SAMPLE: Final = {"path": "0/000", "version": "1", "subject": "someone"}
 #: A well-formed body where the credential is checked after parsing it (attenuate's is the
 #: parent coupon in ``Authorization: DPoP``); elsewhere ``{}`` meets authentication first.
-_BODIES: Final = {"/v1/coupons/attenuate": {"subject": "x", "binding": {"jkt": "A" * 43}}}
+_BODIES: Final = {
+    "/v1/coupons/attenuate": {"subject": "x", "binding": {"jkt": "A" * 43}},
+    # A session's refresh and logout take the refresh token (+ a DPoP proof) as credential.
+    "/v1/sessions/refresh": {"refresh_token": "cpr_" + "A" * 43},
+    "/v1/sessions/logout": {"refresh_token": "cpr_" + "A" * 43},
+}
 
 
 def _routes() -> list[tuple[str, str]]:

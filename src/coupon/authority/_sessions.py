@@ -89,7 +89,8 @@ class Sessions:
         require_role(caller, "issuer")
         self.authority._check_tenant(caller, req.tenant)
         s = self.rt.settings
-        now = int(time.time())
+        started = time.time_ns()
+        now = started // 1_000_000_000
         session = SessionRecord(
             session_id="ses_" + secrets.token_urlsafe(24),
             tenant=req.tenant,
@@ -105,6 +106,7 @@ class Sessions:
             last_used_at=now,
             expires_at=now + s.session_lifetime,
             idle_timeout=s.session_idle_timeout,
+            created_ns=started,
         )
         with _TRACER.start_as_current_span("coupon.session.start"):
             signed = await sign_session_coupon(

@@ -36,6 +36,8 @@ class SessionRecord:
     last_used_at: int
     expires_at: int
     idle_timeout: int
+    #: Nanoseconds since the epoch at the start: orders sessions started in one second.
+    created_ns: int = 0
     generation: int = 0
     revoked_at: int | None = None
     revoked_reason: str | None = None

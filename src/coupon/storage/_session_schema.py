@@ -25,6 +25,7 @@ sessions = Table(
     Column("last_used_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
     Column("idle_timeout", BigInteger, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),  # orders starts within a second
     Column("generation", Integer, nullable=False),
     Column("revoked_at", BigInteger, nullable=True),
     Column("revoked_reason", Text, nullable=True),

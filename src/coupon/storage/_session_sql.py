@@ -104,7 +104,7 @@ class SessionSqlMixin:
                     s.expires_at > now,
                     s.last_used_at + s.idle_timeout > now,
                 )
-                .order_by(s.created_at, s.session_id)
+                .order_by(s.created_ns, s.session_id)
             )
             others = [row.session_id for row in (await conn.execute(live)).all()]
             evicted = others[: max(0, len(others) - (max_active - 1))]

@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("last_used_at", sa.BigInteger, nullable=False),
         sa.Column("expires_at", sa.BigInteger, nullable=False),
         sa.Column("idle_timeout", sa.BigInteger, nullable=False),
+        sa.Column("created_ns", sa.BigInteger, nullable=False),
         sa.Column("generation", sa.Integer, nullable=False),
         sa.Column("revoked_at", sa.BigInteger, nullable=True),
         sa.Column("revoked_reason", sa.Text, nullable=True),
