@@ -156,5 +156,5 @@ class TestReloader:
     def test_missing_file_at_start_fails(self, tmp_path: Path) -> None:
         """At start-up an unreadable file is an error, not a plaintext fallback."""
         missing = tmp_path / "missing.pem"
-        with pytest.raises(OSError):
+        with pytest.raises(FileNotFoundError, match=r"missing\.pem"):
             server_credentials(_settings(grpc_tls_cert=missing, grpc_tls_key=missing))
