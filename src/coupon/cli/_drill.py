@@ -235,7 +235,9 @@ class Drill:
             detail += [
                 f"size {latest.size} verifies with each of the "
                 f"{len(self._ledger_keys)} ledger keys on its own",
-                f"consistent with the pre-drill checkpoint of size {first.size}",
+                f"consistent with the pre-drill checkpoint of size {first.size}"
+                if first.size
+                else "the pre-drill checkpoint was of the empty log (nothing to prove)",
             ]
 
     # -- helpers ---------------------------------------------------------------------------------
