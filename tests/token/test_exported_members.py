@@ -13,9 +13,11 @@ import coupon.errors
 import coupon.gateway
 import coupon.grpc_api
 import coupon.idempotency
+import coupon.keys
 import coupon.ledger
 import coupon.ledger_service
 import coupon.middleware
+import coupon.observability
 import coupon.ratelimit
 import coupon.resilience
 import coupon.sdk
@@ -30,9 +32,11 @@ MODULES = [
     coupon.gateway,
     coupon.grpc_api,
     coupon.idempotency,
+    coupon.keys,
     coupon.ledger,
     coupon.ledger_service,
     coupon.middleware,
+    coupon.observability,
     coupon.ratelimit,
     coupon.resilience,
     coupon.sdk,

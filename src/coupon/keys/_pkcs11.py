@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 
 from coupon import codes
 from coupon.errors import DependencyUnavailable
@@ -97,7 +97,13 @@ class SignerUsed:
 
 
 SignerEvent = SignerUp | SignerDown | SignerFailed | SignerUsed
-SignerHook = Callable[[SignerEvent], None]
+
+
+class SignerHook(Protocol):
+    """Told about every :data:`SignerEvent` (``coupon.observability.SignerMetrics`` is one)."""
+
+    def __call__(self, event: SignerEvent, /) -> None: ...
+
 
 _PIN_ERRORS: Final = frozenset(
     {
