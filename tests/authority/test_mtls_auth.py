@@ -108,6 +108,13 @@ class TestConnectionCertificate:
         """A verified certificate whose identity is not listed: CPN-MTLS-004."""
         assert await refused(authenticator(pki), connection(pki, "stranger")) == "CPN-MTLS-004"
 
+    async def test_expired_on_a_long_lived_connection(self, pki: Pki) -> None:
+        """A certificate that expired after the handshake (keep-alive, TLS 1.2 resumption)
+        stops working: the dates are checked on every request, CPN-MTLS-002."""
+        later = pki.clients["orders"].credential.certificate.not_valid_after_utc.timestamp() + 1
+        auth = authenticator(pki, clock=later)
+        assert await refused(auth, connection(pki, "orders")) == "CPN-MTLS-002"
+
     async def test_garbage_chain_is_malformed(self) -> None:
         """A chain entry that is not PEM (a broken server) is CPN-MTLS-001, not a crash."""
         auth = MtlsAuthenticator(IdentityMap(IDENTITIES))

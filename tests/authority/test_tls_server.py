@@ -138,6 +138,40 @@ class TestClientAuthModes:
         assert answer["client_cert_name"] == "CN=legacy-batch"
 
 
+def resumed_twice(port: int, context: ssl.SSLContext) -> bool:
+    """Connect, then reconnect offering the first connection's session: was it resumed?"""
+    import socket
+
+    session = None
+    reused = False
+    for _ in range(2):
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+            context.wrap_socket(raw, server_hostname="localhost", session=session) as tls,
+        ):
+            tls.sendall(b"hello\n")
+            tls.recv(65536)  # the answer also carries any TLS 1.3 ticket
+            reused, session = tls.session_reused, tls.session
+    return reused
+
+
+@pytest.mark.asyncio
+class TestResumption:
+    async def test_no_resumption_with_client_certificates(self, pki: Pki) -> None:
+        """With client auth a reconnection is a full handshake: the certificate is checked
+        against today's CAs and dates every time."""
+        async with tls_server(server_context(settings_for(pki))) as port:
+            reused = await asyncio.to_thread(resumed_twice, port, client_context(pki, "orders"))
+        assert reused is False
+
+    async def test_resumption_without_client_auth(self, pki: Pki) -> None:
+        """Without client certificates nothing is lost by resuming, and it stays on."""
+        context = server_context(settings_for(pki, tls_client_auth="none"))
+        async with tls_server(context) as port:
+            reused = await asyncio.to_thread(resumed_twice, port, client_context(pki))
+        assert reused is True
+
+
 @pytest.mark.asyncio
 class TestVersionsAndSuites:
     def client_12(self, pki: Pki, ciphers: str | None = None) -> ssl.SSLContext:

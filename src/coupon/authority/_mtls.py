@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import CollectorRegistry, Counter
 
 from coupon import codes
-from coupon.errors import CouponError, Forbidden, InvalidRequest
+from coupon.errors import AuthenticationFailed, CouponError, Forbidden, InvalidRequest
 from coupon.observability import get_logger, tracer_provider
 from coupon.settings import Settings
 from coupon.token import Binding, x5t_s256
@@ -160,7 +160,17 @@ class MtlsAuthenticator:
             _log.warning("mtls_forwarded_ignored", peer=caller.peer, header=self._header)
         if not caller.client_cert_chain:
             return None
-        return load_pem_certificates(caller.client_cert_chain[0], limit=1)[0]
+        leaf = load_pem_certificates(caller.client_cert_chain[0], limit=1)[0]
+        # The handshake checked the dates, but a keep-alive connection (or a resumed TLS 1.2
+        # session) outlives that moment: a certificate stops working when it expires.
+        now = datetime.datetime.fromtimestamp(self._clock(), datetime.UTC)
+        if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
+            raise AuthenticationFailed(
+                codes.MTLS_UNTRUSTED,
+                f"client certificate valid {leaf.not_valid_before_utc.isoformat()} to "
+                f"{leaf.not_valid_after_utc.isoformat()}, not now",
+            )
+        return leaf
 
     def _forwarded(self, caller: CallerContext) -> x509.Certificate | None:
         field = caller.headers.get(self._header)

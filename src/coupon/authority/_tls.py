@@ -81,6 +81,10 @@ def server_context(settings: Settings) -> ssl.SSLContext:
         # rule as the check of forwarded certificates (ClientCertificateValidator).
         ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
         ctx.verify_mode = _VERIFY[settings.tls_client_auth]
+        # No session tickets: a resumed session skips the certificate check, so a certificate
+        # that expired, or whose CA left the bundle, would keep working for the ticket's life.
+        ctx.options |= ssl.OP_NO_TICKET
+        ctx.num_tickets = 0
     return ctx
 
 
