@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +20,13 @@ from pydantic_settings import (
 )
 
 from coupon._settings_migration import LegacyIssuer
+from coupon._settings_oidc import (
+    DEFAULT_OIDC_ALGORITHMS,
+    OidcAlgorithm,
+    OidcProvider,
+    OidcRole,
+    provider_list,
+)
 from coupon._settings_tls import Identity, MtlsIdentity, ProxyNetwork
 
 __all__ = ["Settings"]
@@ -233,6 +240,47 @@ class Settings(BaseSettings):
         None, description="PEM CA certificates of gRPC clients: mTLS, client certificate required."
     )
 
+    # -- OpenID Connect callers (docs/oidc.md) -----------------------------------------------------
+    oidc_issuer: str = Field(
+        "", description="OpenID Connect issuer whose tokens authenticate callers; empty: off."
+    )
+    oidc_audience: str = Field(
+        "", description="The aud those tokens must contain (the Authority's client id there)."
+    )
+    oidc_authorized_parties: tuple[str, ...] = Field(
+        (), description="Allowed azp values (JSON list); empty: only the audience."
+    )
+    oidc_algorithms: tuple[OidcAlgorithm, ...] = Field(
+        DEFAULT_OIDC_ALGORITHMS, min_length=1, description="Allowed algorithms (asymmetric only)."
+    )
+    oidc_roles_claim: str = Field(
+        "roles", description="Claim or dotted path (realm_access.roles) with roles or groups."
+    )
+    oidc_role_map: dict[str, tuple[OidcRole, ...]] = Field(
+        default_factory=dict,
+        description='JSON: claim value -> roles, e.g. {"coupon-admins": ["admin"]}; else none.',
+    )
+    oidc_tenant_claim: str = Field(
+        "", description="Claim or dotted path naming the tenant (then required); empty: none."
+    )
+    oidc_providers: list[OidcProvider] = Field(
+        default_factory=list,
+        description="More providers: JSON objects with issuer, audience and the keys above.",
+    )
+    oidc_leeway: int = Field(60, ge=0, le=300, description="Clock skew on exp, nbf, iat (s).")
+    oidc_max_token_age: int = Field(
+        3600, gt=0, le=604_800, description="Refuse tokens issued longer ago than this (s)."
+    )
+    oidc_jwks_max_age: int = Field(
+        3600, ge=60, le=86_400, description="Longest a provider's keys are cached (s)."
+    )
+    oidc_jwks_refresh_interval: float = Field(
+        10.0, gt=0, le=3600, description="Least time between refetches for an unknown kid (s)."
+    )
+    oidc_http_timeout: float = Field(
+        5.0, gt=0, le=60, description="Timeout of discovery and JWKS requests (s)."
+    )
+
     # -- observability ---------------------------------------------------------------------------
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_json: bool = Field(True, description="JSON log lines (false: console format).")
@@ -241,6 +289,11 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @model_validator(mode="after")
+    def _oidc(self) -> Settings:
+        _ = self.oidc_provider_list  # the flat OIDC settings are checked as a provider
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -292,3 +345,17 @@ class Settings(BaseSettings):
     def issuer_id(self) -> str:
         """The ``iss`` written into coupons."""
         return self.issuer or self.base_url
+
+    @property
+    def oidc_provider_list(self) -> tuple[OidcProvider, ...]:
+        """Every OpenID Connect provider: the flat ``oidc_*`` one first, then ``oidc_providers``."""
+        return provider_list(
+            issuer=self.oidc_issuer,
+            audience=self.oidc_audience,
+            authorized_parties=self.oidc_authorized_parties,
+            algorithms=self.oidc_algorithms,
+            roles_claim=self.oidc_roles_claim,
+            role_map=self.oidc_role_map,
+            tenant_claim=self.oidc_tenant_claim,
+            more=self.oidc_providers,
+        )

@@ -42,6 +42,8 @@ _API_KEY: Final = re.compile(r"cpk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 class Principal:
     """An authenticated caller.
 
+    ``subject``, when set, is the only coupon subject the caller may issue for unless it is an
+    admin (an OIDC person gets coupons for their own ``sub``); None: any subject.
     ``certificate``, when set, is the ``x5t#S256`` of the client certificate the caller
     authenticated with (mTLS): the one certificate it may bind coupons to without admin.
     """
@@ -50,6 +52,7 @@ class Principal:
     roles: frozenset[str]
     tenant: str | None
     method: str
+    subject: str | None = None
     certificate: str | None = None
 
     def audit(self) -> dict[str, object]:

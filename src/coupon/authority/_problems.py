@@ -52,6 +52,10 @@ async def coupon_error(request: Request, exc: Exception) -> JSONResponse:
     elif exc.code.status == 401:
         if exc.code.code.startswith("CPN-AUTH"):
             headers["WWW-Authenticate"] = 'ApiKey realm="coupon-authority"'
+        elif exc.code.code.startswith("CPN-OIDC"):  # RFC 6750 §3
+            headers["WWW-Authenticate"] = (
+                f'Bearer realm="coupon-authority", error="{exc.code.protocol}"'
+            )
         else:
             headers["WWW-Authenticate"] = f'DPoP error="{exc.code.protocol}", algs="EdDSA ES256"'
     nonce = getattr(exc, "dpop_nonce", None)

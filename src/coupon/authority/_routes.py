@@ -8,7 +8,7 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, Security
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coupon import codes
@@ -54,12 +54,19 @@ async def _ctx(request: Request) -> Context:
 _API_KEY_SCHEME = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="A service credential: cpk_<id>_<secret>."
 )
+_BEARER_SCHEME = HTTPBearer(
+    bearerFormat="JWT",
+    auto_error=False,
+    description="An OpenID Connect ID or access token of a configured provider (docs/oidc.md).",
+)
 
 
 async def _caller(
-    request: Request, _key: Annotated[str | None, Security(_API_KEY_SCHEME)] = None
+    request: Request,
+    _key: Annotated[str | None, Security(_API_KEY_SCHEME)] = None,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER_SCHEME)] = None,
 ) -> Principal:
-    # The scheme above only documents X-API-Key in the OpenAPI document; the authenticators
+    # The schemes above only document the credentials in the OpenAPI document; the authenticators
     # (a plug-in list) read the headers themselves.
     authority: Authority = request.app.state.authority
     caller = CallerContext.from_scope(request.scope, request.headers)

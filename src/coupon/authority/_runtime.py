@@ -40,6 +40,7 @@ from ._auth import ApiKeyAuthenticator, Authenticator, api_key_record, new_api_k
 from ._bus import InProcessBus, RedisBus, RevocationBus
 from ._mtls import mtls_authenticators
 from ._nonce import NonceService
+from ._oidc import OidcAuthenticator
 from ._replay import AsyncReplayStore, MemoryAsyncReplayStore, RedisReplayStore, redis_client
 from ._revocation import RevocationView
 from ._signing_backend import open_key_backend, signer_problem
@@ -225,6 +226,11 @@ class Runtime:
             _log.warning("revocation_sync_not_ready", error=sync.last_error)
         await rt._bootstrap_admin()
         rt._tasks.append(asyncio.create_task(rt._maintenance(), name="coupon-maintenance"))
+        if s.oidc_provider_list:  # OpenID Connect callers (docs/oidc.md)
+            oidc = OidcAuthenticator.from_settings(s, registry=rt.metrics.registry)
+            closers.append(oidc.aclose)
+            rt.authenticators.append(oidc)
+            oidc.start()
         # mTLS callers (docs/mtls.md) last: an explicit credential in the request goes first.
         rt.authenticators.extend(mtls_authenticators(s, registry=rt.metrics.registry))
         return rt

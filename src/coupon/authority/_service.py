@@ -113,6 +113,7 @@ class Authority:
         """Issue a root coupon if the caller's role, tenant and the policy allow it."""
         require_role(caller, "issuer")
         self._check_tenant(caller, req.tenant)
+        self._check_subject(caller, req.subject)
         authorize_binding(caller, req.binding)  # another's certificate needs admin (mtls.md)
         decision = await self._decide(caller, req, None, ctx, action="coupon.issue")
         builder = self._builder(req, decision).jti(jti := new_jti()).lineage(jti)
@@ -182,6 +183,11 @@ class Authority:
         return await self._sign_and_record(
             builder, holder, wanted, decision, ctx, "coupon.attenuate"
         )
+
+    def _check_subject(self, caller: Principal, subject: str) -> None:
+        # A subject-bound caller (an OIDC person) gets coupons for themself only (ADR 0011).
+        if caller.subject is not None and "admin" not in caller.roles and subject != caller.subject:
+            raise Forbidden(codes.OIDC_SUBJECT, "the coupon subject must be the caller's own sub")
 
     def _check_tenant(self, caller: Principal, tenant: str) -> None:
         if caller.tenant is not None and caller.tenant != tenant:

@@ -56,6 +56,8 @@ def _announce(
         lines.append(f"  TLS         {tls}")
     if settings.ledger_enabled:
         lines.append(f"  ledger      {base}/v1/ledger/checkpoint  (key: {base}/v1/ledger/key)")
+    for provider in settings.oidc_provider_list:
+        lines.append(f"  OIDC        {provider.issuer}  (audience {provider.audience})")
     if grpc is not None:
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         lines.append(
