@@ -62,6 +62,7 @@ __all__ = [
 SELF: Final = "self"
 #: RFC 9440's field for the intermediates of a forwarded certificate.
 CHAIN_HEADER: Final = "client-cert-chain"
+_PARSED_MAX: Final = 256
 _log = get_logger("coupon.authority.mtls")
 _TRACER = tracer_provider().get_tracer("coupon.authority")
 
@@ -115,6 +116,8 @@ class MtlsAuthenticator:
         self._client_cas = client_cas
         self._metrics = metrics
         self._clock = clock
+        # Connection certificates by their PEM: one parse per connection, not per request.
+        self._parsed: dict[str, x509.Certificate] = {}
 
     async def authenticate(self, caller: CallerContext) -> Principal | None:
         """The caller named by its certificate; None when there is no certificate to read."""
@@ -160,7 +163,13 @@ class MtlsAuthenticator:
             _log.warning("mtls_forwarded_ignored", peer=caller.peer, header=self._header)
         if not caller.client_cert_chain:
             return None
-        leaf = load_pem_certificates(caller.client_cert_chain[0], limit=1)[0]
+        pem = caller.client_cert_chain[0]
+        leaf = self._parsed.get(pem)
+        if leaf is None:
+            leaf = load_pem_certificates(pem, limit=1)[0]
+            if len(self._parsed) >= _PARSED_MAX:
+                del self._parsed[next(iter(self._parsed))]
+            self._parsed[pem] = leaf
         # The handshake checked the dates, but a keep-alive connection (or a resumed TLS 1.2
         # session) outlives that moment: a certificate stops working when it expires.
         now = datetime.datetime.fromtimestamp(self._clock(), datetime.UTC)
