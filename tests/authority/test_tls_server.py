@@ -151,7 +151,7 @@ def resumed_twice(port: int, context: ssl.SSLContext) -> bool:
         ):
             tls.sendall(b"hello\n")
             tls.recv(65536)  # the answer also carries any TLS 1.3 ticket
-            reused, session = tls.session_reused, tls.session
+            reused, session = bool(tls.session_reused), tls.session
     return reused
 
 
