@@ -23,8 +23,9 @@ from tests.softhsm_fixtures import MODULE, SoftHsm, Token
 from coupon import codes
 from coupon.errors import DependencyUnavailable
 from coupon.keys import Keyring, Pkcs11Keys, Pkcs11Token, SignerDown, parse_reference, reference
+from coupon.keys._events import classify
 from coupon.keys._hsm import _jws_signature
-from coupon.keys._pkcs11 import _module, classify
+from coupon.keys._pkcs11 import _module
 from coupon.observability import SignerMetrics
 from coupon.storage.sql import SqlStore
 

@@ -3,11 +3,13 @@
 - :mod:`._sealing`: the master key and the AES-256-GCM envelopes of private keys;
 - :mod:`._plan`: rotation as pure functions over key records and the time;
 - :mod:`._keyring`: the :class:`Keyring` that applies plans to the store and signs;
-- :mod:`._pkcs11` and :mod:`._hsm`: keys generated and kept inside a PKCS#11 token.
+- :mod:`._pkcs11`, :mod:`._hsm` and :mod:`._events`: keys generated and kept inside a
+  PKCS#11 token, and what its signers report.
 
 The key lifecycle is described on ``docs/keys.md``.
 """
 
+from ._events import SignerDown, SignerEvent, SignerFailed, SignerHook, SignerUp, SignerUsed
 from ._hsm import (
     Pkcs11Keys,
     Pkcs11NoteSigner,
@@ -18,15 +20,7 @@ from ._hsm import (
     reference,
 )
 from ._keyring import KeyEvent, KeyInfo, Keyring, KeyStore
-from ._pkcs11 import (
-    Pkcs11Token,
-    SignerDown,
-    SignerEvent,
-    SignerFailed,
-    SignerHook,
-    SignerUp,
-    SignerUsed,
-)
+from ._pkcs11 import Pkcs11Token
 from ._plan import (
     KeyView,
     NewKey,
