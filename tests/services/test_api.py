@@ -38,8 +38,10 @@ from coupon.token import Binding, KeySet, Request, Verifier, attenuate
 from coupon.token.hazmat import b64url_encode
 
 PROBLEM_JSON: Final = "application/problem+json"
-#: Routes that answer without credentials. ``/v1/coupons/attenuate`` authenticates the holder by
-#: DPoP; ``/v1/audit/key`` publishes the audit-signing public key, like the JWKS.
+#: Routes that answer without an API key. ``/v1/coupons/attenuate`` authenticates the holder by
+#: DPoP, and the session refresh and logout by the refresh token with a DPoP proof of the device
+#: key (tests/services/test_sessions_e2e.py); ``/v1/audit/key`` publishes the audit-signing
+#: public key, like the JWKS.
 PUBLIC_PATHS: Final = frozenset(
     {
         "/healthz",
@@ -50,6 +52,8 @@ PUBLIC_PATHS: Final = frozenset(
         "/v1/openapi.json",
         "/v1/docs",
         "/v1/coupons/attenuate",
+        "/v1/sessions/refresh",
+        "/v1/sessions/logout",
         "/v1/audit/key",
         # The Ledger's public side: hashes and signed checkpoints reveal nothing else.
         "/v1/ledger/checkpoint",
@@ -64,6 +68,8 @@ PUBLIC_PATHS: Final = frozenset(
 PUBLIC_WITH_PARAMETERS: Final = frozenset(
     {
         "/v1/coupons/attenuate",
+        "/v1/sessions/refresh",
+        "/v1/sessions/logout",
         "/v1/ledger/proof/inclusion",
         "/v1/ledger/proof/consistency",
         "/v1/ledger/tile/{path}",
