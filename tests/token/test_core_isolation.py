@@ -20,7 +20,14 @@ ALLOWED_THIRD_PARTY = {
     "cffi",
     "_cffi_backend",
 }
-TOOLING = {"coverage", "_virtualenv", "__editable___coupon_authority_0_1_0_finder"}
+# _distutils_hack: setuptools' distutils-precedence.pth, loaded at interpreter start in any
+# venv that has setuptools (grpcio-tools needs it), whatever the code under test imports.
+TOOLING = {
+    "coverage",
+    "_virtualenv",
+    "__editable___coupon_authority_0_1_0_finder",
+    "_distutils_hack",
+}
 
 
 def loaded_after_import(module: str) -> set[str]:

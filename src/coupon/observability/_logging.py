@@ -32,6 +32,7 @@ _SECRET_NAMES: Final = frozenset(
         "d",
         "master_key",
         "refresh_token",
+        "pin",
     }
 )
 # Three base64url parts joined by dots, possibly chained with "~": a JWS or a coupon chain.
