@@ -8,6 +8,8 @@ of the coupon record with its signed audit event (SQLite with synchronous=FULL, 
 PostgreSQL), so the figures include a commit per request.
 
 Requests alternate between ``jkt`` and ``x5t#S256`` bindings and spread over 100 subjects.
+They carry an admin key: binding a certificate other than the caller's own needs admin since
+the Authority knows mTLS callers (ADR 0012), and the bench binds made-up thumbprints.
 
 Usage::
 
@@ -97,7 +99,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         )
         log(f"{args.mode} Authority on {server.url} (pid {server.pid})")
         await wait_ready(server.url)
-        issuer = await create_api_key(server.url, server.admin_key, "bench-issuer", ["issuer"])
+        issuer = await create_api_key(server.url, server.admin_key, "bench-issuer", ["admin"])
         requests = make_requests(f"{server.host}:{server.port}", issuer, 1000)
 
         def make(i: int) -> bytes:
