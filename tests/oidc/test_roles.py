@@ -7,6 +7,8 @@ authenticator list), so a new endpoint is covered the day it is added.
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any, Final
 
 import httpx
@@ -103,6 +105,29 @@ class TestNoRole:
             if response.status_code != 403:
                 not_refused.append((method, template, response.status_code, response.text[:160]))
         assert not not_refused, not_refused
+
+    def test_every_caller_route_refuses_forged_tokens(
+        self, authority: AuthorityProcess, login: Login
+    ) -> None:
+        """Bob's token rewritten to claim the admin group, unsigned (alg none) or with its
+        original signature, is a 401 on every route: no route takes a bearer token unchecked."""
+        token = login.person("bob").access_token
+        head, payload, signature = token.split(".")
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        claims["groups"] = ["coupon-admins"]
+        forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=")
+        none_head = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=")
+        forgeries = [
+            f"{head}.{forged_payload.decode()}.{signature}",
+            f"{none_head.decode()}.{forged_payload.decode()}.",
+        ]
+        let_through = []
+        for forged in forgeries:
+            for method, template in ROUTES:
+                response = _call(authority.anon, method, template, forged)
+                if response.status_code != 401:
+                    let_through.append((method, template, response.status_code))
+        assert not let_through, let_through
 
     def test_the_refusal_is_a_role_refusal(self, authority: AuthorityProcess, login: Login) -> None:
         """The 403 is CPN-AUTH-003 (lacks the role), not an authentication failure."""
