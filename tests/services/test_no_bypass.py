@@ -8,6 +8,7 @@ covered the day it is added: it either refuses anonymous callers or must be name
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Final
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 from starlette.routing import Mount, Route
+from tests.mtls_pki import Pki, client_context
 from tests.services.harness import AuthorityProcess, Launcher
 
 from coupon.authority import create_app
@@ -91,24 +93,49 @@ def test_the_route_table_is_classified() -> None:
         assert path.startswith("/v1/"), (method, path)
 
 
-MODES: Final = {
-    "embedded": {},
-    "production": None,  # PostgreSQL and Redis, from the launcher
-    "no-ledger": {"COUPON_LEDGER_ENABLED": "false"},
+#: An OpenID provider nobody runs: its tokens could never be checked, so none may pass.
+_OIDC: Final = {
+    "COUPON_OIDC_ISSUER": "http://127.0.0.1:9/realms/none",
+    "COUPON_OIDC_AUDIENCE": "coupon-authority",
+    "COUPON_OIDC_ROLES_CLAIM": "groups",
+    "COUPON_OIDC_ROLE_MAP": json.dumps({"admins": ["admin"]}),
 }
+MODES: Final = ("embedded", "production", "no-ledger", "oidc", "mtls-optional")
 
 
-@pytest.fixture(scope="module", params=sorted(MODES))
+@pytest.fixture(scope="module", params=MODES)
 def authority(
-    request: pytest.FixtureRequest, module_launcher: Launcher
+    request: pytest.FixtureRequest,
+    module_launcher: Launcher,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[AuthorityProcess]:
+    """One real Authority per runtime mode."""
     mode: str = request.param
-    extra = MODES[mode]
-    if extra is None:
-        proc = module_launcher.start("production", name=f"bypass-{mode}")
+    name = f"bypass-{mode}"
+    if mode == "production":  # PostgreSQL and Redis
+        proc = module_launcher.start("production", name=name)
+    elif mode == "no-ledger":
+        proc = module_launcher.start(
+            "embedded", name=name, extra={"COUPON_LEDGER_ENABLED": "false"}
+        )
+    elif mode == "oidc":
+        proc = module_launcher.start("embedded", name=name, extra=_OIDC)
+    elif mode == "mtls-optional":  # HTTPS; a client certificate authenticates when mapped
+        pki = Pki(tmp_path_factory.mktemp("pki"))
+        identities = {"uri:spiffe://example.org/orders": {"roles": ["admin"]}}
+        tls = {
+            "COUPON_TLS_CERT": str(pki.server.cert),
+            "COUPON_TLS_KEY": str(pki.server.key),
+            "COUPON_TLS_CLIENT_CA": str(pki.ca.cert),
+            "COUPON_TLS_CLIENT_AUTH": "optional",
+            "COUPON_MTLS_IDENTITIES": json.dumps(identities),
+        }
+        # The stranger's certificate is valid but maps to nobody: it must not pass either.
+        proc = module_launcher.start(
+            "embedded", name=name, extra=tls, tls=client_context(pki, "stranger")
+        )
     else:
-        env = {**module_launcher.env_for("embedded"), **extra}
-        proc = module_launcher.start("embedded", name=f"bypass-{mode}", env=env)
+        proc = module_launcher.start("embedded", name=name)
     yield proc
     proc.close()
 
@@ -127,7 +154,7 @@ def test_every_protected_endpoint_refuses_anonymous_callers(
     authority: AuthorityProcess, who: str
 ) -> None:
     let_through = []
-    with httpx.Client(base_url=authority.base_url, timeout=10) as client:
+    with _client(authority) as client:
         for method, template in [*PROTECTED, *PROTECTED_UNDER_PUBLIC]:
             path = _concrete(template)
             body = _BODIES.get(template, {})
@@ -139,13 +166,18 @@ def test_every_protected_endpoint_refuses_anonymous_callers(
     assert not let_through, let_through
 
 
+def _client(authority: AuthorityProcess) -> httpx.Client:
+    verify = authority.tls if authority.tls is not None else True
+    return httpx.Client(base_url=authority.base_url, timeout=10, verify=verify)
+
+
 def _ledger_on(authority: AuthorityProcess) -> bool:
     return authority.env.get("COUPON_LEDGER_ENABLED", "true") != "false"
 
 
 def test_public_endpoints_answer_without_credentials(authority: AuthorityProcess) -> None:
     """The allowance is real: these work anonymously (so the list above means something)."""
-    with httpx.Client(base_url=authority.base_url, timeout=10) as client:
+    with _client(authority) as client:
         for method, template in PUBLIC:
             if "/ledger/" in template and not _ledger_on(authority):
                 continue
