@@ -20,7 +20,7 @@ from coupon.errors import (
     PolicyDenied,
 )
 from coupon.policy import PolicyCaller, PolicyDecision, PolicyInput, PolicyParent, PolicyRequest
-from coupon.storage.base import CouponRecord, RevocationKind, RevocationRecord
+from coupon.storage.base import RevocationKind, RevocationRecord
 from coupon.token import (
     Binding,
     Claims,
@@ -33,6 +33,7 @@ from coupon.token import (
 
 from ._audit import AuditEvent
 from ._auth import Principal, require_role
+from ._issued import issue_event, issued_record
 from ._legacy_service import LegacyService
 from ._mtls import authorize_binding
 from ._runtime import Runtime
@@ -266,45 +267,8 @@ class Authority:
         signer = self.rt.keyring.signer
         claims = builder.build()
         token = await sign_coupon(builder, signer)  # off the event loop for an HSM
-        record = CouponRecord(
-            jti=claims.jti,
-            lineage=claims.lin,
-            parent_jti=claims.par.jti if claims.par else None,
-            subject=claims.sub,
-            tenant=claims.tid,
-            audience=list(claims.aud),
-            resource=str(claims.res),
-            actions=sorted(claims.act),
-            purpose=claims.pur,
-            binding=claims.cnf.to_cnf(),
-            kid=signer.kid,
-            policy_version=claims.pol,
-            caller=caller.id,
-            issued_at=claims.iat,
-            expires_at=claims.exp,
-        )
-        event = AuditEvent(
-            action=action,
-            result="ok",
-            actor=caller.audit(),
-            target={
-                "jti": claims.jti,
-                "tenant": claims.tid,
-                "resource": str(claims.res),
-                "actions": sorted(claims.act),
-                "purpose": claims.pur,
-                "expires_at": claims.exp,
-                "kid": signer.kid,
-            },
-            reason=decision.reason,
-            trace_id=ctx.trace_id,
-            request_id=ctx.request_id,
-            lineage=claims.lin,
-            policy_version=decision.version,
-            # The holder may be a person: kept apart, encrypted under their own key.
-            subject=claims.sub,
-            personal={"subject": claims.sub},
-        )
+        record = issued_record(claims, signer.kid, caller)
+        event = issue_event(action, claims, signer.kid, caller, decision, ctx)
         await self.rt.store.add_coupon(record, audit=self.rt.audit_sink.prepare(event))
         self.rt.audit_sink.stored()
         self.rt.metrics.decisions.labels(action, "ok", "").inc()

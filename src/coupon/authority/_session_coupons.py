@@ -15,6 +15,8 @@ from coupon.token import Binding, Claims, new_jti
 
 from ._audit import AuditEvent
 from ._auth import Principal
+from ._issued import issue_event, issued_record
+from ._signing_backend import sign_coupon
 
 if TYPE_CHECKING:
     from ._service import Authority, Context
@@ -58,45 +60,10 @@ async def sign_session_coupon(
     builder = authority._builder(req, decision).jti(new_jti()).lineage(session.session_id)
     signer = rt.keyring.signer
     claims = builder.build()
-    token = builder.sign(signer)
-    record = CouponRecord(
-        jti=claims.jti,
-        lineage=claims.lin,
-        parent_jti=None,
-        subject=claims.sub,
-        tenant=claims.tid,
-        audience=list(claims.aud),
-        resource=str(claims.res),
-        actions=sorted(claims.act),
-        purpose=claims.pur,
-        binding=claims.cnf.to_cnf(),
-        kid=signer.kid,
-        policy_version=claims.pol,
-        caller=caller.id,
-        issued_at=claims.iat,
-        expires_at=claims.exp,
-    )
-    event = AuditEvent(
-        action=action,
-        result="ok",
-        actor=caller.audit(),
-        target={
-            "session_id": session.session_id,
-            "jti": claims.jti,
-            "tenant": claims.tid,
-            "resource": str(claims.res),
-            "actions": sorted(claims.act),
-            "purpose": claims.pur,
-            "expires_at": claims.exp,
-            "kid": signer.kid,
-        },
-        reason=decision.reason,
-        trace_id=ctx.trace_id,
-        request_id=ctx.request_id,
-        lineage=session.session_id,
-        policy_version=decision.version,
-        subject=claims.sub,
-        personal={"subject": claims.sub},
+    token = await sign_coupon(builder, signer)  # off the event loop for an HSM
+    record = issued_record(claims, signer.kid, caller)
+    event = issue_event(
+        action, claims, signer.kid, caller, decision, ctx, also={"session_id": session.session_id}
     )
     rt.metrics.audit_events.labels(action).inc()
     return SignedCoupon(token, claims, signer.kid, record, event)
