@@ -31,6 +31,7 @@ from ._x509 import ClientCertificateValidator
 __all__ = [
     "TLS_VERSIONS",
     "ClientCaFile",
+    "FileWatch",
     "ServerTls",
     "asgi_tls_extension",
     "server_context",
@@ -101,7 +102,7 @@ def _stamp(paths: Sequence[Path]) -> Stamp:
     return tuple(out)
 
 
-class _Watch:
+class FileWatch:
     """Rate-limited "did these files change?" (at most one stat round per interval)."""
 
     def __init__(self, paths: Sequence[Path], interval: float, clock: Callable[[], float]):
@@ -141,7 +142,7 @@ class ServerTls:
         self.current = self.context
         self.reloads = 0
         files = [p for p in (settings.tls_cert, settings.tls_key, settings.tls_client_ca) if p]
-        self._watch = _Watch(files, settings.tls_reload_interval, clock)
+        self._watch = FileWatch(files, settings.tls_reload_interval, clock)
         if settings.tls_reload_interval > 0:
             self.context.sni_callback = self._on_client_hello
 
@@ -186,7 +187,7 @@ class ClientCaFile:
         self, path: Path, *, interval: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.path = path
-        self._watch = _Watch([path], interval, clock)
+        self._watch = FileWatch([path], interval, clock)
         self._validator = self._load()
 
     def _load(self) -> ClientCertificateValidator:

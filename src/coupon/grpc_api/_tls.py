@@ -16,7 +16,6 @@ keep their certificate. A reload that fails (files caught mid-replacement) keeps
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from coupon.authority._tls import FileWatch
 from coupon.observability import get_logger
 from coupon.settings import Settings
 
@@ -98,18 +98,6 @@ def check_pair(key_pem: bytes, chain_pem: bytes) -> None:
         raise ValueError("the private key does not belong to the certificate")
 
 
-def _stamp(paths: tuple[Path, ...]) -> tuple[tuple[int, int, int], ...]:
-    out = []
-    for path in paths:
-        try:
-            st = os.stat(path)
-        except OSError:
-            out.append((-1, -1, -1))
-            continue
-        out.append((st.st_mtime_ns, st.st_size, st.st_ino))
-    return tuple(out)
-
-
 class _Reloader:
     """gRPC's certificate-configuration fetcher: new files, at most once per interval."""
 
@@ -119,9 +107,7 @@ class _Reloader:
         self.files = files
         self.interval = interval
         self.reloads = 0
-        self._clock = clock
-        self._stamp = _stamp(files.paths())
-        self._next = clock() + interval
+        self._watch = FileWatch(files.paths(), interval, clock)
 
     def load(self) -> grpc.ServerCertificateConfiguration:
         """The configuration the files hold now.
@@ -137,18 +123,15 @@ class _Reloader:
         return grpc.ssl_server_certificate_configuration([(key, chain)], root_certificates=roots)
 
     def __call__(self) -> grpc.ServerCertificateConfiguration | None:
-        if self.interval <= 0 or self._clock() < self._next:
-            return None
-        self._next = self._clock() + self.interval
-        stamp = _stamp(self.files.paths())
-        if stamp == self._stamp:
+        stamp = self._watch.changed()
+        if stamp is None:
             return None
         try:
             config = self.load()
         except (OSError, ValueError) as exc:  # caught mid-replacement: keep the old, retry
             _log.warning("grpc_tls_reload_failed", error=repr(exc))
             return None
-        self._stamp = stamp
+        self._watch.stamp = stamp
         self.reloads += 1
         _log.info("grpc_tls_reloaded", files=[str(p) for p in self.files.paths()])
         return config
