@@ -6,6 +6,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from coupon import codes
+from coupon.errors import InvalidRequest
+from coupon.token import Request
+
 __all__ = [
     "AttenuateRequest",
     "BindingModel",
@@ -119,6 +123,26 @@ class VerifyRequest(_Strict):
         if (self.coupon is None) == (self.legacy_token is None):
             raise ValueError("send exactly one of coupon and legacy_token")
         return self
+
+    def request(self) -> Request:
+        """The request the coupon is verified for (REST and gRPC alike).
+
+        Raises:
+            InvalidRequest: ``CPN-REQ-007`` for a DPoP proof without ``htm`` and ``htu``.
+        """
+        if self.dpop is not None and (self.htm is None or self.htu is None):
+            raise InvalidRequest(codes.REQUEST_URI, "a DPoP proof needs htm and htu")
+        return Request(
+            audience=self.audience,
+            resource=self.resource,
+            action=self.action,
+            purpose=self.purpose,
+            tenant=self.tenant,
+            method=self.htm,
+            uri=self.htu,
+            dpop=self.dpop,
+            certificate=self.certificate_thumbprint,
+        )
 
 
 class VerifyResponse(BaseModel):

@@ -14,7 +14,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from coupon import codes
 from coupon.errors import CouponError, InvalidProof, InvalidRequest
 from coupon.token import Binding
-from coupon.token import Request as VerifyRequestSpec
 
 from ._auth import CallerContext, Principal, authenticate, require_role
 from ._legacy_routes import legacy_decision
@@ -168,19 +167,7 @@ async def verify(body: VerifyRequest, authority: AuthorityDep, caller: Caller, c
     if body.legacy_token is not None:
         return await legacy_decision(authority, caller, body, ctx)
     assert body.coupon is not None  # the model requires exactly one of the two
-    spec = VerifyRequestSpec(
-        audience=body.audience,
-        resource=body.resource,
-        action=body.action,
-        purpose=body.purpose,
-        tenant=body.tenant,
-        method=body.htm,
-        uri=body.htu,
-        dpop=body.dpop,
-        certificate=body.certificate_thumbprint,
-    )
-    if body.dpop is not None and (body.htm is None or body.htu is None):
-        raise InvalidRequest(codes.REQUEST_URI, "a DPoP proof needs htm and htu")
+    spec = body.request()
     try:
         verified = await authority.verify(caller, VerifyInput(body.coupon, spec), ctx)
     except CouponError as exc:

@@ -30,7 +30,6 @@ from coupon.authority._service import Context, DelegateInput, Issued, IssueInput
 from coupon.errors import CouponError, InvalidRequest
 from coupon.storage.base import RevocationRecord
 from coupon.token import Binding, Claims, Verified
-from coupon.token import Request as VerifyRequestSpec
 
 from ._gen import authority_pb2 as pb
 
@@ -153,19 +152,7 @@ def verify_input(msg: pb.VerifyRequest) -> VerifyInput:
             ),
         },
     )
-    if body.dpop is not None and (body.htm is None or body.htu is None):
-        raise InvalidRequest(codes.REQUEST_URI, "a DPoP proof needs htm and htu")
-    spec = VerifyRequestSpec(
-        audience=body.audience,
-        resource=body.resource,
-        action=body.action,
-        purpose=body.purpose,
-        tenant=body.tenant,
-        method=body.htm,
-        uri=body.htu,
-        dpop=body.dpop,
-        certificate=body.certificate_thumbprint,
-    )
+    spec = body.request()
     if body.coupon is None:  # the REST model takes other tokens too; this RPC carries coupons
         raise InvalidRequest(codes.REQUEST_BODY, "coupon: Field required")
     return VerifyInput(body.coupon, spec)
