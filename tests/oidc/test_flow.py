@@ -90,6 +90,25 @@ class TestPerson:
         assert answer.status_code == 403
         assert answer.json()["code"] == "CPN-OIDC-012"
 
+    def test_a_person_starts_sessions_only_for_themself(
+        self, authority: AuthorityProcess, login: Login
+    ) -> None:
+        """The own-subject rule holds for sessions too: another user's is CPN-OIDC-012."""
+        tokens = login.person("alice")
+        body = {
+            "tenant": "acme",
+            "audience": ["orders"],
+            "resource": "orders/**",
+            "actions": ["read"],
+            "purpose": "billing",
+            "jkt": Holder().jkt,
+        }
+        other = _post(authority, "/v1/sessions", tokens.access_token, {**body, "subject": "bob"})
+        assert other.status_code == 403
+        assert other.json()["code"] == "CPN-OIDC-012"
+        own = _post(authority, "/v1/sessions", tokens.access_token, {**body, "subject": "alice"})
+        assert own.status_code == 201, own.text
+
     def test_a_person_stays_in_their_tenant(
         self, authority: AuthorityProcess, login: Login
     ) -> None:

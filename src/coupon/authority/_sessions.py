@@ -88,6 +88,7 @@ class Sessions:
         """Start a session (role issuer); beyond the per-user limit the oldest is evicted."""
         require_role(caller, "issuer")
         self.authority._check_tenant(caller, req.tenant)
+        self.authority._check_subject(caller, req.subject)  # an OIDC person: their own only
         s = self.rt.settings
         started = time.time_ns()
         now = started // 1_000_000_000
