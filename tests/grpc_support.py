@@ -1,14 +1,14 @@
 """Helpers for the gRPC tests: a throw-away certificate authority, and calls that never raise.
 
-:class:`TestCa` makes a CA and the server and client certificates signed by it with
-``cryptography`` (ECDSA P-256), written as PEM files. :func:`call` runs one unary call with the
+:class:`TestCa` makes a CA and the server and client certificates signed by it with the
+project's PKI core (``coupon.authority._pki``, the one ``coupon certs`` uses), written as PEM
+files. :func:`call` runs one unary call with the
 generated stub and returns an :class:`Outcome`, the answer or the error's status and detail.
 """
 
 from __future__ import annotations
 
 import datetime
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,25 +16,16 @@ from typing import Any
 
 import grpc
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 
+from coupon.authority._pki import create_ca, issue_leaf
 from coupon.grpc_api import ErrorDetail, read_error_detail
 
 __all__ = ["Issued", "Outcome", "TestCa", "call"]
 
-_Key = ec.EllipticCurvePrivateKey
 
-
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def _pem_key(key: _Key) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
 @dataclass(frozen=True)
@@ -54,41 +45,17 @@ class Issued:
 
 
 class TestCa:
-    """A certificate authority for one test, writing its files into ``directory``."""
+    """A certificate authority for one test (``coupon certs``' own PKI core), writing its
+    files into ``directory``."""
 
-    __test__ = False  # not a test class, whatever pytest thinks of the name
+    __test__ = False  # a helper, not a test class
 
     def __init__(self, directory: Path, name: str = "Test CA") -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(_name(name))
-            .issuer_name(_name(name))
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(self.key, hashes.SHA256())
-        )
-        self.cert_pem = self.cert.public_bytes(serialization.Encoding.PEM)
+        self.credential = create_ca(name, now=_now(), lifetime=datetime.timedelta(days=1))
+        self.cert = self.credential.certificate
+        self.cert_pem = self.credential.cert_pem()
         self.cert_path = directory / f"{name.replace(' ', '-').lower()}.pem"
         self.cert_path.write_bytes(self.cert_pem)
 
@@ -101,37 +68,23 @@ class TestCa:
         filename: str | None = None,
     ) -> Issued:
         """A leaf certificate: a server's (for 127.0.0.1 and localhost) or a client's."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
-        if server:
-            names += [
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                x509.DNSName("localhost"),
-            ]
-        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(_name(cn))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(hours=2))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        leaf = issue_leaf(
+            self.credential,
+            "server" if server else "client",
+            now=_now(),
+            lifetime=datetime.timedelta(hours=2),
+            common_name=cn,
+            dns=["localhost"] if server else (),
+            ips=["127.0.0.1"] if server else (),
+            uris=uris,
         )
-        if names:
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        cert = builder.sign(self.key, hashes.SHA256())
         stem = filename or cn
         cert_path = self.directory / f"{stem}.crt"
         key_path = self.directory / f"{stem}.key"
-        cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-        key_pem = _pem_key(key)
+        cert_pem, key_pem = leaf.cert_pem(), leaf.key_pem()
         cert_path.write_bytes(cert_pem)
         key_path.write_bytes(key_pem)
-        return Issued(cert, cert_pem, key_pem, cert_path, key_path)
+        return Issued(leaf.certificate, cert_pem, key_pem, cert_path, key_path)
 
     def channel_credentials(self, client: Issued | None = None) -> grpc.ChannelCredentials:
         """Credentials that trust this CA, presenting ``client`` when given."""
