@@ -13,13 +13,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from coupon import codes
 from coupon.errors import CouponError, InvalidProof, InvalidRequest
-from coupon.token import Binding
 
 from ._auth import CallerContext, Principal, authenticate, require_role
+from ._inputs import delegate_input, issue_input
 from ._legacy_routes import legacy_decision
 from ._models import (
     AttenuateRequest,
-    BindingModel,
     CouponResponse,
     IssueRequest,
     RevocationModel,
@@ -29,8 +28,7 @@ from ._models import (
     VerifyRequest,
     VerifyResponse,
 )
-from ._mtls import resolve_binding
-from ._service import Authority, Context, DelegateInput, Issued, IssueInput, VerifyInput
+from ._service import Authority, Context, Issued, VerifyInput
 from ._sse import sse_stream
 
 __all__ = ["router"]
@@ -77,11 +75,6 @@ Caller = Annotated[Principal, Depends(_caller)]
 Ctx = Annotated[Context, Depends(_ctx)]
 
 
-def _binding(model: BindingModel, caller: Principal | None = None) -> Binding:
-    # "x5t#S256": "self" is the certificate the caller authenticated with (docs/mtls.md).
-    return resolve_binding(caller, jkt=model.jkt, x5t_s256=model.x5t_s256)
-
-
 def _coupon_response(issued: Issued, ctx: Context) -> CouponResponse:
     c = issued.claims
     return CouponResponse(
@@ -109,16 +102,7 @@ async def issue(
     """Issue a root coupon (roles: issuer, admin). The policy decides and caps the TTL."""
     issued = await authority.issue(
         caller,
-        IssueInput(
-            subject=body.subject,
-            audience=tuple(body.audience),
-            tenant=body.tenant,
-            resource=body.resource,
-            actions=tuple(body.actions),
-            purpose=body.purpose,
-            ttl=body.ttl,
-            binding=_binding(body.binding, caller),
-        ),
+        issue_input(body, caller),
         ctx,
     )
     return _coupon_response(issued, ctx)
@@ -142,15 +126,7 @@ async def attenuate(
         authorization[5:].strip(),
         dpop,
         authority.rt.settings.base_url + "/v1/coupons/attenuate",
-        DelegateInput(
-            subject=body.subject,
-            binding=_binding(body.binding),
-            audience=tuple(body.audience) if body.audience else None,
-            resource=body.resource,
-            actions=tuple(body.actions) if body.actions else None,
-            purpose=body.purpose,
-            ttl=body.ttl,
-        ),
+        delegate_input(body),
         ctx,
     )
     return _coupon_response(issued, ctx)

@@ -17,19 +17,18 @@ from google.protobuf.message import Message
 from pydantic import BaseModel, ValidationError
 
 from coupon import codes
+from coupon.authority import _inputs
 from coupon.authority._auth import Principal
 from coupon.authority._models import (
     AttenuateRequest,
-    BindingModel,
     IssueRequest,
     RevokeRequest,
     VerifyRequest,
 )
-from coupon.authority._mtls import resolve_binding
 from coupon.authority._service import Context, DelegateInput, Issued, IssueInput, VerifyInput
 from coupon.errors import CouponError, InvalidRequest
 from coupon.storage.base import RevocationRecord
-from coupon.token import Binding, Claims, Verified
+from coupon.token import Claims, Verified
 
 from ._gen import authority_pb2 as pb
 
@@ -74,11 +73,6 @@ def _binding_in(msg: pb.IssueRequest | pb.AttenuateRequest) -> dict[str, Any]:
     return {"binding": {} if which is None else {which: getattr(msg.binding, which)}}
 
 
-def _binding(model: BindingModel, caller: Principal | None = None) -> Binding:
-    # As REST: x5t_s256 "self" is the certificate the caller authenticated with (mtls.md).
-    return resolve_binding(caller, jkt=model.jkt, x5t_s256=model.x5t_s256)
-
-
 def issue_input(msg: pb.IssueRequest, caller: Principal | None = None) -> IssueInput:
     """The service's input for ``Issue`` (``CPN-REQ-009`` when a field is out of bounds).
 
@@ -97,16 +91,7 @@ def issue_input(msg: pb.IssueRequest, caller: Principal | None = None) -> IssueI
             **_binding_in(msg),
         },
     )
-    return IssueInput(
-        subject=body.subject,
-        audience=tuple(body.audience),
-        tenant=body.tenant,
-        resource=body.resource,
-        actions=tuple(body.actions),
-        purpose=body.purpose,
-        ttl=body.ttl,
-        binding=_binding(body.binding, caller),
-    )
+    return _inputs.issue_input(body, caller)
 
 
 def delegate_input(msg: pb.AttenuateRequest) -> DelegateInput:
@@ -121,15 +106,7 @@ def delegate_input(msg: pb.AttenuateRequest) -> DelegateInput:
     if msg.actions:
         data["actions"] = list(msg.actions)
     body = _validate(AttenuateRequest, data)
-    return DelegateInput(
-        subject=body.subject,
-        binding=_binding(body.binding),
-        audience=tuple(body.audience) if body.audience else None,
-        resource=body.resource,
-        actions=tuple(body.actions) if body.actions else None,
-        purpose=body.purpose,
-        ttl=body.ttl,
-    )
+    return _inputs.delegate_input(body)
 
 
 def verify_input(msg: pb.VerifyRequest) -> VerifyInput:
