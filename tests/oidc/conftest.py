@@ -256,27 +256,9 @@ def login(provider: ProviderProcess) -> Login:
     return Login(provider)
 
 
-@pytest.fixture
-def launcher(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Launcher]:
-    """Start Authority processes that live for one test."""
-    launch = Launcher(request, tmp_path)
-    yield launch
-    launch.close()
-
-
 @pytest.fixture(scope="module")
-def oidc_launcher(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Launcher]:
-    """Start Authority processes that live for one test module."""
-    launch = Launcher(request, tmp_path_factory.mktemp("authorities"))
-    yield launch
-    launch.close()
-
-
-@pytest.fixture(scope="module")
-def authority(provider: ProviderProcess, oidc_launcher: Launcher) -> Iterator[AuthorityProcess]:
+def authority(provider: ProviderProcess, module_launcher: Launcher) -> Iterator[AuthorityProcess]:
     """A ``coupon up`` (embedded) that trusts the module's provider."""
-    proc = oidc_launcher.start("embedded", name="oidc", extra=authority_env(provider))
+    proc = module_launcher.start("embedded", name="oidc", extra=authority_env(provider))
     yield proc
     proc.close()

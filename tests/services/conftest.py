@@ -16,7 +16,6 @@ import asyncio
 import os
 import secrets
 from collections.abc import Iterator
-from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -153,24 +152,6 @@ def redis_server() -> Iterator[RedisServer]:
 def redis_url(redis_server: RedisServer) -> str:
     """The URL of the live Redis server."""
     return redis_server.url
-
-
-@pytest.fixture
-def launcher(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Launcher]:
-    """Start Authority processes that live for one test."""
-    launch = Launcher(request, tmp_path)
-    yield launch
-    launch.close()
-
-
-@pytest.fixture(scope="module")
-def module_launcher(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Launcher]:
-    """Start Authority processes that live for one test module."""
-    launch = Launcher(request, tmp_path_factory.mktemp("authorities"))
-    yield launch
-    launch.close()
 
 
 @pytest.fixture(scope="module", params=ENGINES)
