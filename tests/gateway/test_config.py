@@ -99,7 +99,7 @@ def test_unreadable_toml_is_a_value_error(tmp_path: Path) -> None:
 
 def test_first_route_wins_and_head_follows_get() -> None:
     table = GatewayTable(parse_config(routes_file()).routes)
-    assert table.match("HEAD", "/orders/7").route.path == "/orders/{order_id}"
+    assert table.match("HEAD", "/orders/7").path == "/orders/{order_id}"
     with pytest.raises(GatewayError) as caught:
         table.match("POST", "/orders/7")
     assert caught.value.code is codes.GATEWAY_METHOD

@@ -64,7 +64,7 @@ async def test_hop_by_hop_fields_are_dropped_both_ways() -> None:
         assert "x-private" not in headers
         assert "te" not in headers
         assert "x-secret" not in r.headers  # named by the upstream's Connection field
-        assert "connection" not in {k.lower() for k in r.headers if r.headers[k] == "x-secret"}
+        assert r.headers.get("connection") != "x-secret"
 
 
 async def test_strip_prefix_and_raw_path_forwarded() -> None:

@@ -117,7 +117,7 @@ class Edge:
         raw_path = raw.decode("latin-1").split("?", 1)[0] if isinstance(raw, bytes) else None
         path = check_path(raw_path if raw_path is not None else str(scope.get("path", "/")))
         method = str(scope.get("method", "GET")).upper()
-        route = self.table.match(method, path).route
+        route = self.table.match(method, path)
         check_body_rules(scope, route)
         return route
 

@@ -152,7 +152,7 @@ class CheckEndpoint:
                 headers.append((lower, value))
         raw_path, _, query = uri.partition("?")
         path = check_path(raw_path)  # also refuses a missing X-Original-URI
-        route = self.table.match(method or "GET", path).route
+        route = self.table.match(method or "GET", path)
         state: dict[str, Any] = dict(scope.get("state") or {})
         state["gateway_route"] = route
         original: Scope = {

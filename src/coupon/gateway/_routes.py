@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Final
 from urllib.parse import unquote
 
@@ -26,7 +25,6 @@ from ._config import GatewayRoute
 
 __all__ = [
     "GatewayTable",
-    "RouteFound",
     "check_body_rules",
     "check_headers",
     "check_path",
@@ -60,20 +58,13 @@ def check_path(raw_path: str) -> str:
     return path
 
 
-@dataclass(frozen=True, slots=True)
-class RouteFound:
-    """The route a request matched."""
-
-    route: GatewayRoute
-
-
 class GatewayTable:
     """Every route of the gateway, matched in file order on the decoded path."""
 
     def __init__(self, routes: Iterable[GatewayRoute]) -> None:
         self._routes = tuple((route, compile_path(route.path)[0]) for route in routes)
 
-    def match(self, method: str, path: str) -> RouteFound:
+    def match(self, method: str, path: str) -> GatewayRoute:
         """The first route for ``method`` and the decoded ``path``.
 
         Raises:
@@ -85,7 +76,7 @@ class GatewayTable:
             if regex.match(path) is None:
                 continue
             if method in route.methods or (method == "HEAD" and "GET" in route.methods):
-                return RouteFound(route)
+                return route
             path_known = True
         if path_known:
             raise GatewayError(codes.GATEWAY_METHOD, f"{method} is not routed for this path")
